@@ -1,0 +1,290 @@
+"""Causality: dots, version vectors and causal contexts.
+
+A *dot* ``(actor, n)`` names the n-th event of one actor. A *version vector* maps each
+actor to how many of its events are included. A *causal context* is the set of dots a
+state has seen: a compact version vector for the contiguous prefix of each actor plus a
+*dot cloud* for the dots seen beyond a gap. The cloud folds into the vector as gaps fill,
+so in a quiet system it is empty (Almeida, Shoker and Baquero, "Delta State Replicated
+Data Types", 2018, section 5).
+
+>>> ctx = DotContext()
+>>> ctx.add(Dot("a", 1)); ctx.add(Dot("a", 3))
+>>> Dot("a", 2) in ctx, Dot("a", 3) in ctx
+(False, True)
+>>> ctx.add(Dot("a", 2)); ctx.compact_vector
+{'a': 3}
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, final
+
+from crdtmem.codec import as_actor, as_dict, as_int, as_list, sorted_map
+from crdtmem.errors import DecodeError
+
+
+class Dot(NamedTuple):
+    """The ``counter``-th event of ``actor`` (counters start at 1)."""
+
+    actor: str
+    counter: int
+
+
+class Order(enum.Enum):
+    """How two version vectors relate."""
+
+    EQUAL = "equal"
+    BEFORE = "before"
+    AFTER = "after"
+    CONCURRENT = "concurrent"
+
+
+@final
+class VersionVector(Mapping[str, int]):
+    """An immutable version vector: actor -> number of that actor's events included.
+
+    Missing actors count as 0, and zero entries are dropped, so equal vectors compare
+    equal whatever their construction.
+
+    >>> a = VersionVector({"x": 2}); b = VersionVector({"x": 1, "y": 1})
+    >>> a.compare(b)
+    <Order.CONCURRENT: 'concurrent'>
+    >>> a.join(b)
+    VersionVector({'x': 2, 'y': 1})
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[str, int] | None = None) -> None:
+        self._entries = {k: v for k, v in sorted((entries or {}).items()) if v > 0}
+
+    def __getitem__(self, actor: str) -> int:
+        return self._entries.get(actor, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, actor: object) -> bool:
+        return actor in self._entries
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, VersionVector):
+            return self._entries == other._entries
+        if isinstance(other, Mapping):
+            return self._entries == {k: v for k, v in other.items() if v}
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._entries.items()))
+
+    def __repr__(self) -> str:
+        return f"VersionVector({self._entries!r})"
+
+    def as_dict(self) -> dict[str, int]:
+        """A plain, sorted ``dict`` copy."""
+        return dict(self._entries)
+
+    def covers(self, dot: Dot) -> bool:
+        """True when ``dot`` is included."""
+        return dot.counter <= self._entries.get(dot.actor, 0)
+
+    def compare(self, other: Mapping[str, int]) -> Order:
+        """Whether ``self`` happened before, after, equal to or concurrently with ``other``."""
+        return compare(self._entries, other)
+
+    def join(self, other: Mapping[str, int]) -> VersionVector:
+        """Pointwise maximum."""
+        merged = dict(self._entries)
+        for actor, count in other.items():
+            if count > merged.get(actor, 0):
+                merged[actor] = count
+        return VersionVector(merged)
+
+
+def compare(left: Mapping[str, int], right: Mapping[str, int]) -> Order:
+    """Compare two version vectors given as plain mappings (missing entries are 0)."""
+    less = greater = False
+    for actor in left.keys() | right.keys():
+        mine, theirs = left.get(actor, 0), right.get(actor, 0)
+        if mine < theirs:
+            less = True
+        elif mine > theirs:
+            greater = True
+        if less and greater:
+            return Order.CONCURRENT
+    if less:
+        return Order.BEFORE
+    return Order.AFTER if greater else Order.EQUAL
+
+
+def dominates(left: Mapping[str, int], right: Mapping[str, int]) -> bool:
+    """True when ``left`` includes every event ``right`` includes."""
+    return all(left.get(actor, 0) >= count for actor, count in right.items())
+
+
+@final
+class DotContext:
+    """The set of dots a state has seen: compact vector plus a cloud of dots past gaps.
+
+    Invariant: no dot in the cloud is covered by the compact vector, and no cloud dot
+    could be folded into it, so two contexts holding the same dots are equal.
+    """
+
+    __slots__ = ("_cloud", "_vector")
+
+    def __init__(self) -> None:
+        self._vector: dict[str, int] = {}
+        self._cloud: set[Dot] = set()
+
+    @classmethod
+    def of(cls, dots: Iterable[Dot]) -> DotContext:
+        """A context holding exactly ``dots``."""
+        ctx = cls()
+        for dot in dots:
+            ctx.add(dot)
+        return ctx
+
+    @property
+    def compact_vector(self) -> dict[str, int]:
+        """The contiguous prefix per actor (a copy)."""
+        return dict(self._vector)
+
+    @property
+    def cloud(self) -> frozenset[Dot]:
+        """Dots seen beyond a gap."""
+        return frozenset(self._cloud)
+
+    def __contains__(self, dot: object) -> bool:
+        if not isinstance(dot, tuple):
+            return False
+        actor, counter = dot
+        return counter <= self._vector.get(actor, 0) or dot in self._cloud
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DotContext):
+            return NotImplemented
+        return self._vector == other._vector and self._cloud == other._cloud
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"DotContext({self._vector!r}, cloud={sorted(self._cloud)!r})"
+
+    def copy(self) -> DotContext:
+        ctx = DotContext()
+        ctx._vector = dict(self._vector)
+        ctx._cloud = set(self._cloud)
+        return ctx
+
+    def is_empty(self) -> bool:
+        return not self._vector and not self._cloud
+
+    def dot_count(self) -> int:
+        """How many dots this context holds."""
+        return sum(self._vector.values()) + len(self._cloud)
+
+    def iter_dots(self) -> Iterator[Dot]:
+        """Every dot held (the vector's prefixes, then the cloud)."""
+        for actor, count in self._vector.items():
+            for counter in range(1, count + 1):
+                yield Dot(actor, counter)
+        yield from self._cloud
+
+    def max_counter(self, actor: str) -> int:
+        """The highest counter seen for ``actor`` (0 if none)."""
+        top = self._vector.get(actor, 0)
+        for dot in self._cloud:
+            if dot.actor == actor and dot.counter > top:
+                top = dot.counter
+        return top
+
+    def next_dot(self, actor: str) -> Dot:
+        """A dot of ``actor`` never seen by this context, and record it."""
+        dot = Dot(actor, self.max_counter(actor) + 1)
+        self.add(dot)
+        return dot
+
+    def add(self, dot: Dot) -> None:
+        """Record one dot."""
+        actor, counter = dot
+        top = self._vector.get(actor, 0)
+        if counter <= top:
+            return
+        if counter == top + 1:
+            self._vector[actor] = counter
+            if self._cloud:
+                self._fold(actor)
+        else:
+            self._cloud.add(Dot(actor, counter))
+
+    def _fold(self, actor: str) -> None:
+        top = self._vector.get(actor, 0)
+        while Dot(actor, top + 1) in self._cloud:
+            top += 1
+            self._cloud.discard(Dot(actor, top))
+        if top:
+            self._vector[actor] = top
+
+    def absorb(self, other: DotContext) -> None:
+        """Join ``other`` into this context in place."""
+        for actor, count in other._vector.items():
+            if count > self._vector.get(actor, 0):
+                self._vector[actor] = count
+        if not self._cloud and not other._cloud:
+            return
+        vector = self._vector
+        self._cloud = {
+            dot for dot in self._cloud | other._cloud if dot.counter > vector.get(dot.actor, 0)
+        }
+        for actor in {dot.actor for dot in self._cloud}:
+            self._fold(actor)
+
+    def to_wire(self) -> list[Any]:
+        return [
+            sorted_map(self._vector),
+            [[d.actor, d.counter] for d in sorted(self._cloud)],
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: object, what: str = "causal context") -> DotContext:
+        vector_obj, cloud_obj = as_list(obj, what, 2)
+        ctx = cls()
+        for actor, count in as_dict(vector_obj, f"{what} vector").items():
+            as_actor(actor, f"{what} actor")
+            ctx._vector[actor] = as_int(count, f"{what} count", lo=1)
+        for item in as_list(cloud_obj, f"{what} cloud"):
+            actor_obj, counter_obj = as_list(item, f"{what} dot", 2)
+            ctx.add(Dot(as_actor(actor_obj, f"{what} dot"), as_int(counter_obj, f"{what} dot", 1)))
+        return ctx
+
+
+def dot_from_wire(obj: object, what: str) -> Dot:
+    actor, counter = as_list(obj, what, 2)
+    return Dot(as_actor(actor, what), as_int(counter, what, lo=1))
+
+
+def check_vector(obj: object, what: str) -> dict[str, int]:
+    """Decode a version vector map, rejecting zero or negative counts."""
+    vector = as_dict(obj, what)
+    for actor, count in vector.items():
+        as_actor(actor, f"{what} actor")
+        as_int(count, f"{what}[{actor!r}]", lo=1)
+    return vector
+
+
+__all__ = [
+    "DecodeError",
+    "Dot",
+    "DotContext",
+    "Order",
+    "VersionVector",
+    "check_vector",
+    "compare",
+    "dominates",
+    "dot_from_wire",
+]

@@ -1,0 +1,223 @@
+"""msgpack framing, size limits, and the checks every decoder shares.
+
+Every message starts with a 3-byte header, ``b"CM"`` and a format version byte, then one
+msgpack object. Decoding never trusts the peer: each limit below is enforced by the
+msgpack unpacker before objects are built, and each structure is checked by the type
+that owns it. Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final, NoReturn
+
+import msgpack
+
+from crdtmem.errors import DecodeError, UnsupportedValue, ValueOutOfRange
+
+MAGIC: Final = b"CM"
+FORMAT_VERSION: Final = 1
+HEADER: Final = MAGIC + bytes([FORMAT_VERSION])
+
+# A full state of a few million list elements fits; anything larger is almost certainly
+# hostile, and refusing it keeps a single message from exhausting memory.
+MAX_MESSAGE_BYTES: Final = 256 * 1024 * 1024
+# msgpack lets a 5-byte header declare 2**32-1 elements; the unpacker checks this bound
+# before it allocates, so a tiny message cannot ask for gigabytes.
+MAX_CONTAINER_LEN: Final = 16 * 1024 * 1024
+# Strings and byte strings are user values or pycrdt updates; 64 MiB is generous for both.
+MAX_BLOB_BYTES: Final = 64 * 1024 * 1024
+# User values nest lists and dicts; beyond this they are a stack-exhaustion attempt, not data.
+MAX_VALUE_DEPTH: Final = 32
+# OR-maps nest CRDT fields; the same reasoning, with a lower bound because each level of
+# map costs a causal context.
+MAX_MAP_DEPTH: Final = 16
+
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+
+_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def pack(obj: object) -> bytes:
+    """Encode a wire object (already in deterministic, sorted form) behind the header."""
+    return HEADER + msgpack.packb(obj, use_bin_type=True)
+
+
+def pack_body(obj: object) -> bytes:
+    """Encode a wire object without the header (for storage records and hashing)."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    """Check the header and limits of ``data`` and return the msgpack object inside it.
+
+    Raises:
+        DecodeError: not bytes, wrong header or version, malformed or oversized msgpack.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"a crdtmem message is bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError(f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES} limit")
+    view = bytes(data[: len(HEADER)])
+    if len(view) < len(HEADER) or view[:2] != MAGIC:
+        raise DecodeError("not a crdtmem message: it does not start with b'CM'")
+    if view[2] != FORMAT_VERSION:
+        raise DecodeError(
+            f"message format version {view[2]} is not supported (this build reads "
+            f"version {FORMAT_VERSION}); upgrade the older side"
+        )
+    return unpack_body(memoryview(data)[len(HEADER) :])
+
+
+def unpack_body(data: bytes | memoryview) -> Any:
+    """Decode one msgpack object under the crdtmem limits; see :func:`unpack`."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=MAX_BLOB_BYTES,
+            max_bin_len=MAX_BLOB_BYTES,
+            max_array_len=MAX_CONTAINER_LEN,
+            max_map_len=MAX_CONTAINER_LEN,
+            max_ext_len=0,
+        )
+    # msgpack signals bad input with ValueError and its subclasses (ExtraData,
+    # FormatError, StackError, UnicodeDecodeError), UnpackException (OutOfData,
+    # BufferFull), TypeError (unhashable map keys) and OverflowError.
+    except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
+        kind = type(exc).__name__
+        raise DecodeError(f"malformed msgpack ({kind}: {exc or 'no detail'})") from exc
+
+
+# --- user values -------------------------------------------------------------------
+
+
+def check_value(value: object, depth: int = 0) -> None:
+    """Raise unless ``value`` round-trips exactly through the wire format.
+
+    Allowed: None, bool, int in [-2**63, 2**64), float, str, bytes, and lists and
+    str-keyed dicts of these, nested at most ``MAX_VALUE_DEPTH`` deep. Subclasses (an
+    ``IntEnum``, a ``tuple``) are refused because they would come back as something else.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        if kind is int and not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+            raise ValueOutOfRange(f"int {value} is outside the 64-bit range crdtmem stores")
+        return
+    if depth >= MAX_VALUE_DEPTH:
+        raise UnsupportedValue(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            check_value(item, depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise UnsupportedValue(f"dict keys must be str, got {type(key).__name__}")
+            check_value(item, depth + 1)
+        return
+    raise UnsupportedValue(
+        f"cannot store a {kind.__name__}: values are None, bool, int, float, str, bytes, "
+        "and lists and str-keyed dicts of these"
+        + ("; use a list instead of a tuple" if kind is tuple else "")
+    )
+
+
+def detach(value: Any) -> Any:
+    """A copy of ``value`` sharing no list or dict with it (scalars are returned as is).
+
+    Stored values are detached on the way in and on the way out, so that mutating a list
+    a caller passed to ``set`` or got from ``value`` never changes replica state behind
+    the CRDT's back.
+    """
+    kind = type(value)
+    if kind is list:
+        return [detach(item) for item in value]
+    if kind is dict:
+        return {key: detach(item) for key, item in value.items()}
+    return value
+
+
+def checked(value: Any) -> Any:
+    """Validate a user value (see :func:`check_value`) and return a detached copy."""
+    check_value(value)
+    return detach(value)
+
+
+def wire_value(obj: object, what: str) -> Any:
+    """Validate a user value that came off the wire; raise DecodeError if it is not one."""
+    try:
+        check_value(obj)
+    except UnsupportedValue as exc:
+        raise DecodeError(f"{what}: {exc}") from None
+    return obj
+
+
+def value_key(value: object) -> bytes:
+    """A canonical byte key for a value (sets and MV-register ordering)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+# --- structural checks for decoders ----------------------------------------------
+
+
+def fail(what: str, expected: str, got: object) -> NoReturn:
+    shown = type(got).__name__
+    raise DecodeError(f"{what}: expected {expected}, got {shown}")
+
+
+def as_list(obj: object, what: str, length: int | None = None) -> list[Any]:
+    if type(obj) is not list:
+        fail(what, "an array", obj)
+    if length is not None and len(obj) != length:
+        raise DecodeError(f"{what}: expected {length} items, got {len(obj)}")
+    return obj
+
+
+def as_dict(obj: object, what: str) -> dict[str, Any]:
+    if type(obj) is not dict:
+        fail(what, "a map", obj)
+    return obj
+
+
+def as_int(obj: object, what: str, lo: int = 0, hi: int = INT_MAX) -> int:
+    if type(obj) is not int:
+        fail(what, "an integer", obj)
+    if not lo <= obj <= hi:
+        raise DecodeError(f"{what}: {obj} is outside [{lo}, {hi}]")
+    return obj
+
+
+def as_str(obj: object, what: str) -> str:
+    if type(obj) is not str:
+        fail(what, "a string", obj)
+    return obj
+
+
+def as_bytes(obj: object, what: str) -> bytes:
+    if type(obj) is not bytes:
+        fail(what, "bytes", obj)
+    return obj
+
+
+def as_actor(obj: object, what: str) -> str:
+    """A replica id: a non-empty str of at most 64 characters."""
+    actor = as_str(obj, what)
+    if not 0 < len(actor) <= 64:
+        raise DecodeError(f"{what}: replica id must have 1 to 64 characters")
+    return actor
+
+
+def as_finite_float(obj: object, what: str) -> float:
+    if type(obj) is not float or not math.isfinite(obj):
+        raise DecodeError(f"{what}: expected a finite float")
+    return obj
+
+
+def sorted_map(items: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict with keys in sorted order, so that msgpack output is deterministic."""
+    return {key: items[key] for key in sorted(items)}

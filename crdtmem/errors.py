@@ -1,0 +1,27 @@
+"""The exception hierarchy: one root, with leaves that also inherit the matching builtin."""
+
+from __future__ import annotations
+
+
+class CrdtmemError(Exception):
+    """Root of every error crdtmem raises on purpose."""
+
+
+class DecodeError(CrdtmemError, ValueError):
+    """A message or stored record is not well-formed crdtmem data.
+
+    Raised before anything is changed: the replica that was asked to merge it is left
+    exactly as it was.
+    """
+
+
+class TypeMismatch(CrdtmemError, TypeError):
+    """A field already exists under this name with another CRDT type."""
+
+
+class UnsupportedValue(CrdtmemError, TypeError):
+    """A value that crdtmem cannot store exactly as given (see ``crdtmem.values``)."""
+
+
+class ValueOutOfRange(UnsupportedValue, ValueError):
+    """An int outside the 64-bit range the wire format carries exactly."""

@@ -1,0 +1,161 @@
+"""Add-wins observed-remove set (Bieniusa et al., 2012; delta form from Almeida et al.).
+
+Each add tags the element with a fresh dot; a remove covers the dots it observed, so an
+add concurrent with a remove survives it (add wins). Removed elements leave no per-element
+tombstone: the causal context alone remembers which dots were seen.
+
+Elements are compared exactly, by their encoding: ``1``, ``1.0`` and ``True`` are three
+elements (Python's ``frozenset`` would merge them in ``value()``). Unhashable values
+(lists, dicts) cannot be elements.
+
+>>> from crdtmem.crdt import Writer
+>>> s = ORSet.empty(); w = Writer.fixed("a")
+>>> s.absorb(s.add_delta(w, "x")); s.absorb(s.add_delta(w, "y")); s.absorb(s.discard_delta(w, "x"))
+>>> sorted(s.value())
+['y']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any, Self, final
+
+from crdtmem.causality import Dot, DotContext, dot_from_wire
+from crdtmem.codec import as_list, check_value, value_key, wire_value
+from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.errors import DecodeError, UnsupportedValue
+
+
+def element_key(element: object) -> bytes:
+    """Validate a set element and return its canonical key."""
+    check_value(element)
+    if not isinstance(element, Hashable):
+        raise UnsupportedValue(
+            f"set elements must be hashable (None, bool, int, float, str, bytes); "
+            f"got {type(element).__name__}"
+        )
+    return value_key(element)
+
+
+@final
+class ORSet(CrdtBase):
+    """Add-wins OR-set. ``owners`` indexes live dots so a small delta joins in O(delta)."""
+
+    TAG = 5
+    KIND = "set"
+    __slots__ = ("context", "dots", "elements", "owners")
+
+    def __init__(self) -> None:
+        self.dots: dict[bytes, set[Dot]] = {}
+        self.elements: dict[bytes, Any] = {}
+        self.owners: dict[Dot, bytes] = {}
+        self.context = DotContext()
+
+    @classmethod
+    def empty(cls) -> Self:
+        return cls()
+
+    @classmethod
+    def _build(cls, entries: Iterable[tuple[bytes, Any, Iterable[Dot]]], ctx: DotContext) -> Self:
+        built = cls()
+        for key, element, dots in entries:
+            built._put(key, element, dots)
+        built.context = ctx
+        return built
+
+    def _put(self, key: bytes, element: Any, dots: Iterable[Dot]) -> None:
+        bucket = self.dots.get(key)
+        if bucket is None:
+            bucket = self.dots[key] = set()
+            self.elements[key] = element
+        for dot in dots:
+            bucket.add(dot)
+            self.owners[dot] = key
+
+    def _drop(self, dot: Dot) -> None:
+        key = self.owners.pop(dot)
+        bucket = self.dots[key]
+        bucket.discard(dot)
+        if not bucket:
+            del self.dots[key]
+            del self.elements[key]
+
+    def value(self) -> frozenset[Any]:
+        return frozenset(self.elements.values())
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            return value_key(element) in self.dots
+        except TypeError:
+            return False
+
+    def __len__(self) -> int:
+        return len(self.dots)
+
+    def add_delta(self, writer: Writer, element: object) -> ORSet:
+        """A delta adding ``element`` (and superseding its earlier dots)."""
+        key = element_key(element)
+        dot = Dot(writer.actor, self.context.max_counter(writer.actor) + 1)
+        seen = self.dots.get(key, set())
+        return self._build([(key, element, [dot])], DotContext.of([*seen, dot]))
+
+    def discard_delta(self, writer: Writer, element: object) -> ORSet:
+        """A delta removing every add of ``element`` observed so far (no-op if absent)."""
+        key = element_key(element)
+        return self._build([], DotContext.of(self.dots.get(key, ())))
+
+    def absorb(self, other: ORSet) -> None:
+        their_context = other.context
+        # Removals: our live dots that the other side has seen but no longer holds. Walk
+        # whichever is smaller, our live dots or their context, so that a small delta
+        # joins into a large set in time proportional to the delta.
+        if their_context.dot_count() <= len(self.owners):
+            candidates: Iterable[Dot] = [d for d in their_context.iter_dots() if d in self.owners]
+        else:
+            candidates = [d for d in self.owners if d in their_context]
+        for dot in candidates:
+            if dot not in other.owners:
+                self._drop(dot)
+        my_context, owners = self.context, self.owners
+        for key, dots in other.dots.items():
+            fresh = [d for d in dots if d not in my_context and d not in owners]
+            if fresh:
+                self._put(key, other.elements[key], fresh)
+        my_context.absorb(their_context)
+
+    def copy(self) -> Self:
+        return self._build(
+            ((k, self.elements[k], dots) for k, dots in self.dots.items()), self.context.copy()
+        )
+
+    def reset_delta(self, writer: Writer) -> ORSet:
+        return self._build([], DotContext.of(self.owners))
+
+    def to_wire(self) -> list[Any]:
+        items = [
+            [self.elements[key], [[d.actor, d.counter] for d in sorted(self.dots[key])]]
+            for key in sorted(self.dots)
+        ]
+        return [items, self.context.to_wire()]
+
+    @classmethod
+    def from_wire(cls, obj: object, depth: int = 0) -> Self:
+        items, context_obj = as_list(obj, "set", 2)
+        context = DotContext.from_wire(context_obj, "set context")
+        built = cls()
+        for item in as_list(items, "set entries"):
+            element_obj, dots_obj = as_list(item, "set entry", 2)
+            element = wire_value(element_obj, "set element")
+            try:
+                key = element_key(element)
+            except UnsupportedValue as exc:
+                raise DecodeError(f"set element: {exc}") from None
+            dots = [dot_from_wire(d, "set dot") for d in as_list(dots_obj, "set dots")]
+            if key in built.dots or not dots or len(set(dots)) != len(dots):
+                raise DecodeError("set: element repeated or without a dot")
+            for dot in dots:
+                if dot in built.owners or dot not in context:
+                    raise DecodeError(f"set: dot {dot} repeated or outside the context")
+            built._put(key, element, dots)
+        built.context = context
+        return built

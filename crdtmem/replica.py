@@ -1,0 +1,575 @@
+"""The replica: named CRDT fields, causal delivery of updates, and sync without a network.
+
+A replica is sans-IO: it never opens a socket, sleeps or starts a thread. Mutators apply
+locally and record one *update* in a per-origin log; ``delta_since`` turns what a peer
+lacks into bytes and ``merge`` applies bytes from any peer. Drivers (``transport``)
+only move those bytes.
+
+Each update carries its origin, a sequence number and the version vector its origin had
+seen (its causal dependencies). ``merge`` applies an update only once everything it
+depends on is applied, buffering it until then, so reads are causally consistent and
+``version()`` never claims an update that was not applied (Almeida et al., 2018,
+section 6: causal delta merging).
+
+A two-replica loop, no network::
+
+    >>> a, b = Replica("a"), Replica("b")
+    >>> a.counter("votes").increment(); b.counter("votes").increment(2)
+    >>> b.merge(a.delta_since(b.version())); a.merge(b.delta_since(a.version()))
+    >>> a.value() == b.value() == {"votes": 3}
+    True
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, final
+
+from crdtmem import codec
+from crdtmem.causality import check_vector, dominates
+from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
+from crdtmem.crdt import CRDT, CrdtBase, Writer
+from crdtmem.errors import DecodeError, TypeMismatch
+from crdtmem.hlc import HybridLogicalClock
+from crdtmem.ormap import ORMap, crdt_type, visible
+
+logger = logging.getLogger("crdtmem.replica")
+
+UPDATES: Final = 1
+STATE: Final = 2
+
+# Updates waiting for a causal gap to fill. Past this many, new early arrivals are
+# dropped (not applied, not counted): anti-entropy will offer them again once the gap
+# is filled, so the bound costs bandwidth, never correctness.
+MAX_BUFFERED_UPDATES: Final = 100_000
+MAX_FIELD_NAME: Final = 256
+
+Path = tuple[tuple[str, int], ...]
+T = TypeVar("T")
+Events = list["ChangeEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One applied change: which top-level field, made by which replica, here or not."""
+
+    field: str
+    origin: str
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    origin: str
+    seq: int
+    deps: dict[str, int]
+    name: str
+    tag: int
+    delta: CRDT
+    wire: Any
+
+
+def check_replica_id(replica_id: object) -> str:
+    """A replica id: non-empty ``str`` of at most 64 characters, else ``ValueError``."""
+    if type(replica_id) is not str or not 0 < len(replica_id) <= 64:
+        raise ValueError(
+            f"replica_id must be a non-empty str of at most 64 characters, got {replica_id!r}"
+        )
+    return replica_id
+
+
+def check_field_name(name: object) -> str:
+    if type(name) is not str:
+        raise TypeError(f"field names are str, got {type(name).__name__}")
+    if not 0 < len(name) <= MAX_FIELD_NAME:
+        raise ValueError(f"field names have 1 to {MAX_FIELD_NAME} characters")
+    return name
+
+
+@final
+class Replica:
+    """One agent's replica of the shared memory.
+
+    Args:
+        replica_id: unique in the deployment, 1 to 64 characters, stable across restarts.
+        path: folder for durable state (see ``crdtmem.storage``); ``None`` keeps it in memory.
+        clock: seconds since the epoch, for LWW timestamps; inject a virtual clock in
+            simulations. Defaults to ``time.time``.
+        durability: with ``path``, ``"process"`` (survive ``kill -9``, the default) or
+            ``"fsync"`` (also survive power loss, at the cost of one fsync per update).
+    """
+
+    def __init__(
+        self,
+        replica_id: str,
+        *,
+        path: str | None = None,
+        clock: Callable[[], float] = time.time,
+        durability: str = "process",
+    ) -> None:
+        self.replica_id: Final = check_replica_id(replica_id)
+        self._lock = threading.RLock()
+        self._writer = Writer(self.replica_id, HybridLogicalClock(clock))
+        self._fields: dict[str, dict[int, CRDT]] = {}
+        self._version: dict[str, int] = {}
+        self._log: dict[str, list[list[Any]]] = {}
+        self._log_start: dict[str, int] = {}
+        self._buffer: dict[str, dict[int, _Update]] = {}
+        self._buffered = 0
+        self._local_deps: dict[str, int] | None = {}
+        self._subscribers: list[tuple[Callable[[ChangeEvent], None], str | None]] = []
+        self._stats = {"rejected_messages": 0, "dropped_early_updates": 0}
+        self._storage: Storage | None = None
+        if path is not None:
+            storage = Storage.open(path, self.replica_id, durability)
+            try:
+                storage.restore_into(self)
+            except BaseException:
+                storage.close()
+                raise
+            self._storage = storage
+
+    def __repr__(self) -> str:
+        return f"Replica({self.replica_id!r}, version={self.version()})"
+
+    # --- fields ---------------------------------------------------------------------
+
+    def gcounter(self, name: str) -> GCounterField:
+        """The grow-only counter ``name`` (created on first use)."""
+        return GCounterField(self, self._declare((), name, GCounter))
+
+    def counter(self, name: str) -> CounterField:
+        """The PN-counter ``name``."""
+        return CounterField(self, self._declare((), name, PNCounter))
+
+    def register(self, name: str) -> RegisterField:
+        """The LWW-register ``name``."""
+        return RegisterField(self, self._declare((), name, LWWRegister))
+
+    def mvregister(self, name: str) -> MVRegisterField:
+        """The multi-value register ``name``."""
+        return MVRegisterField(self, self._declare((), name, MVRegister))
+
+    def set(self, name: str) -> SetField:
+        """The add-wins OR-set ``name``."""
+        return SetField(self, self._declare((), name, ORSet))
+
+    def list(self, name: str) -> ListField:
+        """The RGA list ``name``."""
+        return ListField(self, self._declare((), name, RGA))
+
+    def map(self, name: str) -> MapField:
+        """The OR-map ``name`` of nested fields."""
+        return MapField(self, self._declare((), name, ORMap))
+
+    def text(self, name: str) -> TextField:
+        """The collaborative text ``name``."""
+        return TextField(self, self._declare((), name, TextCRDT))
+
+    def _declare(self, parent: Path, name: str, kind: type[CRDT]) -> Path:
+        """Resolve (and on first use, create as a replicated update) a field."""
+        check_field_name(name)
+        path = (*parent, (name, kind.TAG))
+        with self._lock:
+            entries = self._entries_at(parent, name)
+            if entries is not None and kind.TAG in entries:
+                return path
+            if entries:
+                other = crdt_type(min(entries)).KIND
+                raise TypeMismatch(
+                    f"field {'.'.join(p for p, _ in path)!r} is a {other}, not a {kind.KIND}"
+                )
+            self._local_update(path, lambda state: type(state).empty())
+        return path
+
+    def _entries_at(self, parent: Path, name: str) -> dict[int, CRDT] | None:
+        if not parent:
+            return self._fields.get(name)
+        container = self._state_at(parent)
+        if not isinstance(container, ORMap):
+            return None
+        return container.fields.get(name)
+
+    def _state_at(self, path: Path) -> CRDT | None:
+        (name, tag), rest = path[0], path[1:]
+        state = self._fields.get(name, {}).get(tag)
+        for key, key_tag in rest:
+            if not isinstance(state, ORMap):
+                return None
+            state = state.field(key, key_tag)
+        return state
+
+    # --- local updates ----------------------------------------------------------------
+
+    def _read(self, path: Path, read: Callable[[Any], T]) -> T:
+        with self._lock:
+            state = self._state_at(path)
+            if state is None:
+                state = crdt_type(path[-1][1]).empty()
+            return read(state)
+
+    def _local_update(self, path: Path, mutate: Callable[[Any], CRDT]) -> None:
+        """Apply ``mutate(leaf_state) -> delta`` as one update of this replica."""
+        events: Events = []
+        with self._lock:
+            writer = self._writer
+            states: list[CRDT] = []
+            for depth in range(len(path)):
+                state = self._state_at(path[: depth + 1])
+                states.append(state if state is not None else crdt_type(path[depth][1]).empty())
+            delta = mutate(states[-1])
+            for depth in range(len(path) - 1, 0, -1):
+                container = states[depth - 1]
+                assert isinstance(container, ORMap)
+                delta = container.update_delta(writer, path[depth][0], delta)
+            name, tag = path[0]
+            origin = self.replica_id
+            seq = self._version.get(origin, 0) + 1
+            deps = self._local_deps
+            if deps is None:
+                deps = self._local_deps = {k: v for k, v in self._version.items() if k != origin}
+            entry = [deps, name, tag, delta]
+            if self._storage is not None:
+                # Stored before anything changes: if the disk is full, the call fails
+                # and the replica is as it was.
+                self._storage.append_update(origin, seq, entry)
+            entries = self._fields.setdefault(name, {})
+            top = entries.get(tag)
+            if top is None:
+                top = entries[tag] = states[0]
+            top.absorb(delta)
+            self._version[origin] = seq
+            self._log.setdefault(origin, []).append(entry)
+            if self._subscribers:
+                events.append(ChangeEvent(name, origin, True))
+        if events:
+            self._dispatch(events)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def value(self) -> dict[str, Any]:
+        """Every field's plain value, by name."""
+        with self._lock:
+            return {
+                name: detach(visible(self._fields[name]).value()) for name in sorted(self._fields)
+            }
+
+    def version(self) -> dict[str, int]:
+        """For each replica id, how many of its updates this replica has applied."""
+        with self._lock:
+            return dict(sorted(self._version.items()))
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and counters for monitoring."""
+        with self._lock:
+            return {
+                "fields": len(self._fields),
+                "log_entries": sum(len(entries) for entries in self._log.values()),
+                "buffered_updates": self._buffered,
+                **self._stats,
+            }
+
+    # --- sync -------------------------------------------------------------------------
+
+    def delta_since(self, version: Mapping[str, int] | None = None) -> bytes:
+        """One message holding every update that ``version`` does not cover.
+
+        Costs time in proportion to what is missing: updates come from per-origin logs.
+        Where a log no longer reaches back far enough, the message is the full state.
+        """
+        have = _check_version_arg(version)
+        with self._lock:
+            runs: builtins.list[builtins.list[Any]] = []
+            for origin, count in self._version.items():
+                first = have.get(origin, 0) + 1
+                if first > count:
+                    continue
+                start = self._log_start.get(origin, 1)
+                if first < start:
+                    return self._state_message()
+                entries = self._log[origin][first - start :]
+                runs.append([origin, first, _encode_entries(entries)])
+            return codec.pack([UPDATES, runs])
+
+    def _state_message(self) -> bytes:
+        fields = [
+            [name, [[tag, entries[tag].to_wire()] for tag in sorted(entries)]]
+            for name, entries in sorted(self._fields.items())
+        ]
+        return codec.pack([STATE, self.replica_id, dict(sorted(self._version.items())), fields])
+
+    def merge(self, message: bytes) -> None:
+        """Apply a message from any replica's :meth:`delta_since`.
+
+        Idempotent and order-independent. A malformed message raises
+        :class:`~crdtmem.DecodeError` and leaves the replica exactly as it was.
+        """
+        try:
+            obj = codec.unpack(message)
+            kind, *body = as_list(obj, "message")
+            if kind == UPDATES and len(body) == 1:
+                updates = _decode_updates(body[0])
+            elif kind == STATE and len(body) == 3:
+                sender, vector, states = _decode_state(body)
+            else:
+                raise DecodeError(f"unknown message kind {kind!r} or wrong length")
+        except DecodeError:
+            with self._lock:
+                self._stats["rejected_messages"] += 1
+            raise
+        events: Events = []
+        with self._lock:
+            if kind == UPDATES:
+                for update in updates:
+                    self._offer(update, events)
+            else:
+                if self._storage is not None and not dominates(self._version, vector):
+                    self._storage.append_state(bytes(message))
+                self._join_state(sender, vector, states, events)
+            self._drain(events)
+        if events:
+            self._dispatch(events)
+
+    def _offer(self, update: _Update, events: Events) -> None:
+        applied = self._version.get(update.origin, 0)
+        if update.seq <= applied:
+            return
+        if update.seq == applied + 1 and dominates(self._version, update.deps):
+            self._apply(update, events)
+            return
+        waiting = self._buffer.setdefault(update.origin, {})
+        if update.seq in waiting:
+            return
+        if self._buffered >= MAX_BUFFERED_UPDATES:
+            self._stats["dropped_early_updates"] += 1
+            return
+        waiting[update.seq] = update
+        self._buffered += 1
+
+    def _drain(self, events: Events) -> None:
+        progress = True
+        while progress and self._buffered:
+            progress = False
+            for origin in list(self._buffer):
+                waiting = self._buffer[origin]
+                applied = self._version.get(origin, 0)
+                for seq in [s for s in waiting if s <= applied]:
+                    del waiting[seq]
+                    self._buffered -= 1
+                while (update := waiting.get(applied + 1)) and dominates(
+                    self._version, update.deps
+                ):
+                    del waiting[applied + 1]
+                    self._buffered -= 1
+                    self._apply(update, events)
+                    applied += 1
+                    progress = True
+                if not waiting:
+                    del self._buffer[origin]
+
+    def _apply(self, update: _Update, events: Events) -> None:
+        entry = [update.deps, update.name, update.tag, update.wire]
+        if self._storage is not None:
+            self._storage.append_update(update.origin, update.seq, entry)
+        entries = self._fields.setdefault(update.name, {})
+        state = entries.get(update.tag)
+        if state is None:
+            state = entries[update.tag] = crdt_type(update.tag).empty()
+        state.absorb(update.delta)
+        self._version[update.origin] = update.seq
+        self._log.setdefault(update.origin, []).append(entry)
+        self._local_deps = None
+        if self._subscribers:
+            events.append(ChangeEvent(update.name, update.origin, False))
+
+    def _join_state(
+        self,
+        sender: str,
+        vector: dict[str, int],
+        states: dict[str, dict[int, CRDT]],
+        events: Events,
+    ) -> None:
+        if dominates(self._version, vector):
+            return
+        for name, incoming in states.items():
+            entries = self._fields.setdefault(name, {})
+            for tag, state in incoming.items():
+                current = entries.get(tag)
+                if current is None:
+                    entries[tag] = state
+                else:
+                    current.absorb(state)
+            if self._subscribers:
+                events.append(ChangeEvent(name, sender, False))
+        for origin, count in vector.items():
+            if count > self._version.get(origin, 0):
+                # The log cannot hold updates we only have as part of a state: it now
+                # starts after them, and peers behind that point get a full state.
+                self._version[origin] = count
+                self._log[origin] = []
+                self._log_start[origin] = count + 1
+        self._local_deps = None
+
+    # --- restore (durable replicas) ----------------------------------------------------
+
+    def _restore_update(self, origin: object, seq: object, entry: object) -> None:
+        for update in _decode_updates([[origin, seq, [entry]]]):
+            self._offer(update, [])
+        self._drain([])
+
+    def _restore_state(self, message: object) -> None:
+        kind, *body = as_list(codec.unpack(codec.as_bytes(message, "stored state")), "state")
+        if kind != STATE or len(body) != 3:
+            raise DecodeError("stored state record does not hold a state message")
+        sender, vector, states = _decode_state(body)
+        self._join_state(sender, vector, states, [])
+        self._drain([])
+
+    # --- subscriptions ----------------------------------------------------------------
+
+    def subscribe(
+        self, callback: Callable[[ChangeEvent], None], field: str | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` after each change (of ``field`` only, when given).
+
+        Callbacks run in the thread that made the change (an agent thread for local
+        changes, the gossip thread for remote ones), after the replica's lock is released,
+        so they may read or write the replica. A callback that raises is logged and the
+        others still run. Returns a function that unsubscribes.
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        subscription = (callback, field)
+        with self._lock:
+            self._subscribers.append(subscription)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscription in self._subscribers:
+                    self._subscribers.remove(subscription)
+
+        return unsubscribe
+
+    def _dispatch(self, events: Iterable[ChangeEvent]) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for event in events:
+            for callback, field in subscribers:
+                if field is None or field == event.field:
+                    try:
+                        callback(event)
+                    except Exception:
+                        logger.exception("subscriber %r failed on %r", callback, event)
+
+    def close(self) -> None:
+        """Flush and close durable storage (no-op in memory)."""
+        with self._lock:
+            if self._storage is not None:
+                self._storage.close()
+                self._storage = None
+
+
+# --- message encoding -----------------------------------------------------------------
+
+
+def encode_entry(entry: list[Any]) -> list[Any]:
+    """One log entry in wire form, with its dependencies spelled out."""
+    return _encode_entries([entry])[0]
+
+
+def _encode_entries(entries: list[list[Any]]) -> list[list[Any]]:
+    encoded: list[list[Any]] = []
+    previous: dict[str, int] | None = None
+    for entry in entries:
+        deps, name, tag, payload = entry
+        if isinstance(payload, CrdtBase):
+            # Local deltas are encoded lazily, once, the first time a peer needs them.
+            payload = entry[3] = payload.to_wire()
+        same = previous is not None and (deps is previous or deps == previous)
+        encoded.append([None if same else dict(sorted(deps.items())), name, tag, payload])
+        previous = deps
+    return encoded
+
+
+def _check_version_arg(version: Mapping[str, int] | None) -> Mapping[str, int]:
+    if version is None:
+        return {}
+    if not isinstance(version, Mapping):
+        raise TypeError(f"version must be a mapping of replica id to int, got {type(version)}")
+    for actor, count in version.items():
+        if type(actor) is not str or type(count) is not int or count < 0:
+            raise TypeError(
+                f"version entries are str -> non-negative int, got {actor!r}: {count!r}"
+            )
+    return version
+
+
+def _decode_updates(obj: object) -> list[_Update]:
+    updates: list[_Update] = []
+    for run in as_list(obj, "updates"):
+        origin_obj, first_obj, entries_obj = as_list(run, "update run", 3)
+        origin = as_actor(origin_obj, "update origin")
+        seq = as_int(first_obj, "first sequence number", lo=1)
+        deps: dict[str, int] | None = None
+        for entry in as_list(entries_obj, "update entries"):
+            deps_obj, name_obj, tag_obj, payload = as_list(entry, "update", 4)
+            if deps_obj is not None:
+                deps = check_vector(deps_obj, "update dependencies")
+                if origin in deps:
+                    raise DecodeError("update dependencies name the update's own origin")
+            elif deps is None:
+                raise DecodeError("the first update of a run must carry its dependencies")
+            name = as_str(name_obj, "field name")
+            if not 0 < len(name) <= MAX_FIELD_NAME:
+                raise DecodeError(f"field name must have 1 to {MAX_FIELD_NAME} characters")
+            kind = crdt_type(as_int(tag_obj, "type tag"))
+            delta = kind.from_wire(payload)
+            updates.append(_Update(origin, seq, deps, name, kind.TAG, delta, payload))
+            seq += 1
+    return updates
+
+
+def _decode_state(body: list[Any]) -> tuple[str, dict[str, int], dict[str, dict[int, CRDT]]]:
+    sender_obj, vector_obj, fields_obj = body
+    sender = as_actor(sender_obj, "state sender")
+    vector = check_vector(vector_obj, "state version")
+    states: dict[str, dict[int, CRDT]] = {}
+    for item in as_list(fields_obj, "state fields"):
+        name_obj, entries_obj = as_list(item, "state field", 2)
+        name = as_str(name_obj, "field name")
+        if name in states:
+            raise DecodeError(f"field {name!r} repeated in state")
+        entries: dict[int, CRDT] = {}
+        for entry in as_list(entries_obj, f"state field {name!r}"):
+            tag_obj, wire = as_list(entry, f"state field {name!r}", 2)
+            kind = crdt_type(as_int(tag_obj, "type tag"))
+            if kind.TAG in entries:
+                raise DecodeError(f"field {name!r}: type repeated")
+            entries[kind.TAG] = kind.from_wire(wire)
+        states[name] = entries
+    return sender, vector, states
+
+
+from crdtmem.fields import (  # noqa: E402  (the handles refer back to Replica)
+    CounterField,
+    GCounterField,
+    ListField,
+    MapField,
+    MVRegisterField,
+    RegisterField,
+    SetField,
+    TextField,
+)
+from crdtmem.gcounter import GCounter  # noqa: E402
+from crdtmem.lwwregister import LWWRegister  # noqa: E402
+from crdtmem.mvregister import MVRegister  # noqa: E402
+from crdtmem.orset import ORSet  # noqa: E402
+from crdtmem.pncounter import PNCounter  # noqa: E402
+from crdtmem.rga import RGA  # noqa: E402
+from crdtmem.storage import Storage  # noqa: E402
+from crdtmem.text import TextCRDT  # noqa: E402

@@ -1,0 +1,191 @@
+"""Durable replica state: an append-only log of checksummed records in one folder.
+
+Why a log and not SQLite: every update is already a self-contained, immutable record
+(the same bytes peers receive), so appending it is the whole write path; a torn tail
+after ``kill -9`` is detected by length and CRC and cut off, and recovery is a replay.
+
+Layout of ``path/``:
+
+- ``MANIFEST``: msgpack ``{"format": 1, "replica_id": ...}``, written atomically once.
+- ``log``: records ``[u32 length][u32 crc32][msgpack body]`` (big-endian), bodies
+  ``[1, origin, seq, entry]`` for an applied update and ``[2, message]`` for a joined
+  full state.
+
+Durability modes: ``"process"`` (default) hands every record to the kernel with
+``os.write`` before the mutator returns, so it survives the process being killed at any
+moment; ``"fsync"`` also calls ``fsync`` per record, so it survives power loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from crdtmem import codec
+from crdtmem.codec import as_dict, as_int, as_list
+from crdtmem.errors import CrdtmemError, DecodeError
+
+if TYPE_CHECKING:
+    from crdtmem.replica import Replica
+
+logger = logging.getLogger("crdtmem.storage")
+
+STORAGE_FORMAT: Final = 1
+UPDATE_RECORD: Final = 1
+STATE_RECORD: Final = 2
+DURABILITY_MODES: Final = ("process", "fsync")
+_FRAME = struct.Struct(">II")
+
+
+class StorageError(CrdtmemError, OSError):
+    """Stored state cannot be used (wrong replica, newer format, unreadable manifest)."""
+
+
+class Storage:
+    """The append-only log behind a durable replica."""
+
+    def __init__(self, folder: str, fd: int, durability: str) -> None:
+        self.folder = folder
+        self.log_path = os.path.join(folder, "log")
+        self._fd = fd
+        self._fsync = durability == "fsync"
+        self.recovered_bytes_dropped = 0
+
+    @classmethod
+    def open(cls, folder: str, replica_id: str, durability: str = "process") -> Storage:
+        """Open (creating if needed) the store at ``folder`` for ``replica_id``.
+
+        Raises:
+            ValueError: the folder belongs to another replica id, or a bad ``durability``.
+            StorageError: the manifest is unreadable or from a newer crdtmem.
+            FileNotFoundError: the parent folder does not exist.
+        """
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+        if not os.path.isdir(folder):
+            os.mkdir(folder)
+        manifest = os.path.join(folder, "MANIFEST")
+        if os.path.exists(manifest):
+            _check_manifest(manifest, replica_id)
+        else:
+            _write_atomically(
+                manifest, codec.pack({"format": STORAGE_FORMAT, "replica_id": replica_id})
+            )
+        fd = os.open(os.path.join(folder, "log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        return cls(folder, fd, durability)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _append(self, body: object) -> None:
+        payload = codec.pack_body(body)
+        record = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        size = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            written = os.write(self._fd, record)
+            if written != len(record):
+                raise OSError(f"short write to {self.log_path}: {written} of {len(record)} bytes")
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError:
+            # Leave no torn record behind: the next append must follow a whole one.
+            os.ftruncate(self._fd, size)
+            raise
+
+    def append_update(self, origin: str, seq: int, entry: list[Any]) -> None:
+        """Store one update (local or remote) before it is applied or sent."""
+        from crdtmem.replica import encode_entry
+
+        self._append([UPDATE_RECORD, origin, seq, encode_entry(entry)])
+
+    def append_state(self, message: bytes) -> None:
+        """Store a full-state message before it is joined."""
+        self._append([STATE_RECORD, message])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # --- reading -------------------------------------------------------------------------
+
+    def records(self) -> Iterator[list[Any]]:
+        """Every valid record; a damaged tail is cut off (and logged) on the way."""
+        with open(self.log_path, "rb") as handle:
+            data = handle.read()
+        offset = 0
+        while offset < len(data):
+            header = data[offset : offset + _FRAME.size]
+            if len(header) < _FRAME.size:
+                break
+            length, crc = _FRAME.unpack(header)
+            body = data[offset + _FRAME.size : offset + _FRAME.size + length]
+            if len(body) < length or zlib.crc32(body) != crc:
+                break
+            try:
+                record = as_list(codec.unpack_body(body), "stored record")
+            except DecodeError:
+                break
+            yield record
+            offset += _FRAME.size + length
+        if offset < len(data):
+            self.recovered_bytes_dropped = len(data) - offset
+            logger.warning(
+                "%s: damaged or torn record at byte %d; keeping the %d valid bytes before it "
+                "and dropping %d bytes",
+                self.log_path,
+                offset,
+                offset,
+                len(data) - offset,
+            )
+            os.ftruncate(self._fd, offset)
+
+    def restore_into(self, replica: Replica) -> None:
+        """Replay the log into a fresh replica."""
+        for record in self.records():
+            try:
+                kind = record[0]
+                if kind == UPDATE_RECORD and len(record) == 4:
+                    replica._restore_update(record[1], record[2], record[3])
+                elif kind == STATE_RECORD and len(record) == 2:
+                    replica._restore_state(record[1])
+                else:
+                    raise DecodeError(f"unknown record kind {kind!r}")
+            except DecodeError as exc:
+                raise StorageError(f"{self.log_path}: stored record is invalid: {exc}") from exc
+
+
+def _check_manifest(manifest: str, replica_id: str) -> None:
+    try:
+        with open(manifest, "rb") as handle:
+            meta = as_dict(codec.unpack(handle.read()), "manifest")
+        stored_format = as_int(meta.get("format"), "manifest format")
+    except DecodeError as exc:
+        raise StorageError(f"{manifest}: unreadable manifest: {exc}") from exc
+    if stored_format > STORAGE_FORMAT:
+        raise StorageError(
+            f"{manifest}: written by a newer crdtmem (storage format {stored_format}, this "
+            f"build reads up to {STORAGE_FORMAT}); upgrade crdtmem to open it"
+        )
+    if meta.get("replica_id") != replica_id:
+        raise ValueError(
+            f"{os.path.dirname(manifest)} holds replica {meta.get('replica_id')!r}, "
+            f"not {replica_id!r}"
+        )
+
+
+def _write_atomically(target: str, data: bytes) -> None:
+    temporary = target + ".tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    folder_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY)
+    try:
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)

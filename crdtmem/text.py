@@ -1,0 +1,207 @@
+"""Collaborative text on pycrdt (Yjs' algorithm, YATA, in Rust).
+
+The state is one pycrdt ``Doc`` holding one ``Text``; a delta is a list of pycrdt updates.
+Positions are Python ``str`` positions (code points), while pycrdt counts UTF-8 bytes and
+misplaces inserts at offsets inside a multi-byte character, so every position is
+translated. While the text is pure ASCII (the usual case) the translation is the identity;
+otherwise a mirror of the text turns code points into byte offsets.
+
+pycrdt's ``Doc`` needs a client id; it is derived from the replica id (never random) so
+that a replica always writes as the same pycrdt client.
+
+>>> from crdtmem.errors import DecodeError
+from crdtmem.crdt import Writer
+>>> t = TextCRDT.empty(); w = Writer.fixed("a")
+>>> t.absorb(t.insert_delta(w, 0, "héllo")); t.absorb(t.insert_delta(w, 5, " wörld"))
+>>> t.absorb(t.delete_delta(w, 0, 1)); t.value()
+'éllo wörld'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Self, final
+
+import pycrdt
+
+from crdtmem.codec import as_bytes, as_list
+from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.errors import DecodeError
+
+_FIELD = "text"
+
+
+def client_id_for(actor: str) -> int:
+    """pycrdt client id for a replica id: 53 bits of its BLAKE2b hash (fits a JS number)."""
+    digest = hashlib.blake2b(actor.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 11
+
+
+def _new_doc(client_id: int | None) -> tuple[pycrdt.Doc[Any], pycrdt.Text]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id if client_id is not None else 0)
+    return doc, doc.get(_FIELD, type=pycrdt.Text)
+
+
+@final
+class TextCRDT(CrdtBase):
+    """Collaborative text with code-point positions; backed by a pycrdt ``Doc``."""
+
+    TAG = 8
+    KIND = "text"
+    __slots__ = ("_ascii", "_client", "_doc", "_mirror", "_source", "_text", "updates")
+
+    def __init__(self, updates: list[bytes] | None = None) -> None:
+        # A delta is just its updates; a state materialises a Doc on first use.
+        self.updates: list[bytes] = updates if updates is not None else []
+        self._doc: pycrdt.Doc[Any] | None = None
+        self._text: pycrdt.Text | None = None
+        self._client: int | None = None
+        self._ascii: bool | None = None
+        self._mirror: str | None = None
+        # The state a local delta was cut from already holds its edit (see insert_delta).
+        self._source: TextCRDT | None = None
+
+    @classmethod
+    def empty(cls) -> Self:
+        return cls()
+
+    # --- the document -----------------------------------------------------------------
+
+    def _ytext(self, client_id: int | None = None) -> pycrdt.Text:
+        """The pycrdt Text, with a Doc of ``client_id`` when one is asked for."""
+        if self._text is not None and (client_id is None or client_id == self._client):
+            return self._text
+        old = self._doc
+        doc, text = _new_doc(client_id)
+        if old is not None:
+            doc.apply_update(old.get_update())
+        for update in self.updates:
+            doc.apply_update(update)
+        self.updates = []
+        self._doc, self._text, self._client = doc, text, client_id
+        return text
+
+    def _document(self) -> pycrdt.Doc[Any]:
+        self._ytext()
+        assert self._doc is not None  # _ytext() always leaves a document
+        return self._doc
+
+    def value(self) -> str:
+        return str(self._ytext())
+
+    def __len__(self) -> int:
+        self._refresh()
+        return len(self._mirror) if self._mirror is not None else len(self._ytext())
+
+    def _refresh(self) -> None:
+        if self._ascii is None:
+            current = str(self._ytext())
+            self._ascii = current.isascii()
+            self._mirror = None if self._ascii else current
+
+    def _byte_offset(self, position: int) -> int:
+        mirror = self._mirror
+        return position if mirror is None else len(mirror[:position].encode("utf-8"))
+
+    # --- delta mutators -----------------------------------------------------------------
+
+    def _capture(self, writer: Writer, edit: Any) -> TextCRDT:
+        text = self._ytext(client_id_for(writer.actor))
+        doc = self._document()
+        before = doc.get_state()
+        edit(text)
+        delta = TextCRDT([doc.get_update(before)])
+        delta._source = self
+        return delta
+
+    def insert_delta(self, writer: Writer, position: int, chunk: str) -> TextCRDT:
+        """A delta inserting ``chunk`` at code-point ``position``.
+
+        Unlike other mutators this one applies the edit to ``self`` as it builds the delta
+        (pycrdt produces an update only by editing a document); absorbing the returned
+        delta afterwards is a no-op, so the usual ``state.absorb(m_delta(state))`` holds.
+        """
+        if type(chunk) is not str:
+            raise TypeError(f"text inserts take str, got {type(chunk).__name__}")
+        self._refresh()
+        length = len(self)
+        if type(position) is not int or not 0 <= position <= length:
+            raise IndexError(f"text position {position!r} out of range for length {length}")
+        offset = self._byte_offset(position)
+        if self._mirror is None and not chunk.isascii():
+            self._mirror = str(self._ytext())
+        if self._mirror is not None:
+            self._mirror = self._mirror[:position] + chunk + self._mirror[position:]
+            self._ascii = False
+        return self._capture(writer, lambda t: t.insert(offset, chunk))
+
+    def delete_delta(self, writer: Writer, position: int, count: int) -> TextCRDT:
+        """A delta deleting ``count`` code points from ``position`` (applied to ``self``)."""
+        self._refresh()
+        length = len(self)
+        if type(position) is not int or type(count) is not int:
+            raise TypeError("text delete takes int position and count")
+        if count < 0 or not 0 <= position <= length or position + count > length:
+            raise IndexError(f"text range {position}+{count} out of range for length {length}")
+        start, end = self._byte_offset(position), self._byte_offset(position + count)
+        if self._mirror is not None:
+            self._mirror = self._mirror[:position] + self._mirror[position + count :]
+
+        def edit(text: pycrdt.Text) -> None:
+            del text[start:end]
+
+        return self._capture(writer, edit)
+
+    def reset_delta(self, writer: Writer) -> TextCRDT:
+        return self.delete_delta(writer, 0, len(self))
+
+    # --- join -----------------------------------------------------------------------------
+
+    def absorb(self, other: TextCRDT) -> None:
+        if other._source is self:
+            return
+        incoming = other.updates if other._doc is None else [other._document().get_update()]
+        if not incoming:
+            return
+        if self._doc is None:
+            self.updates.extend(incoming)
+        else:
+            for update in incoming:
+                self._doc.apply_update(update)
+        self._ascii = self._mirror = None
+
+    def copy(self) -> Self:
+        if self._doc is None:
+            return type(self)(list(self.updates))
+        return type(self)([self._doc.get_update()])
+
+    def state_vector(self) -> bytes:
+        return bytes(self._document().get_state())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TextCRDT):
+            return NotImplemented
+        return self.value() == other.value() and self.state_vector() == other.state_vector()
+
+    __hash__ = None
+
+    def to_wire(self) -> list[Any]:
+        if self._doc is None and len(self.updates) <= 1:
+            return list(self.updates)
+        return [bytes(self._document().get_update())]
+
+    @classmethod
+    def from_wire(cls, obj: object, depth: int = 0) -> Self:
+        updates = [as_bytes(u, "text update") for u in as_list(obj, "text")]
+        state = cls(updates)
+        if updates:
+            # pycrdt panics (raises) on malformed updates; find out now, before any
+            # replica state is touched, rather than when the update is applied.
+            try:
+                probe, _ = _new_doc(None)
+                for update in updates:
+                    probe.apply_update(update)
+                str(probe.get(_FIELD, type=pycrdt.Text))
+            except (ValueError, TypeError) as exc:  # what pycrdt raises for bad updates
+                raise DecodeError(f"text update rejected by pycrdt: {exc}") from None
+        return state

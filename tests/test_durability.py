@@ -1,0 +1,179 @@
+"""Durable replicas: restore after restart, after kill -9, after a torn tail; full disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdtmem import Replica
+from crdtmem.storage import Storage, StorageError
+
+
+def test_reopen_restores_state_and_version(tmp_path: Path) -> None:
+    folder = str(tmp_path / "a")
+    r = Replica("a", path=folder)
+    r.counter("c").increment(3)
+    r.list("l").append("x")
+    r.text("t").insert(0, "héllo")
+    peer = Replica("b")
+    peer.set("s").add(1)
+    r.merge(peer.delta_since())
+    value, version = r.value(), r.version()
+    r.close()
+    again = Replica("a", path=folder)
+    assert again.value() == value and again.version() == version
+    again.list("l").append("y")  # no dot or sequence number is reused
+    fresh = Replica("c")
+    fresh.merge(again.delta_since())
+    assert fresh.list("l").value == ["x", "y"]
+    again.close()
+
+
+def test_other_replica_id_is_refused(tmp_path: Path) -> None:
+    folder = str(tmp_path / "a")
+    Replica("a", path=folder).close()
+    with pytest.raises(ValueError, match="holds replica 'a'"):
+        Replica("b", path=folder)
+
+
+def test_parent_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Replica("a", path=str(tmp_path / "missing" / "a"))
+
+
+def test_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    from crdtmem import codec
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "MANIFEST").write_bytes(codec.pack({"format": 99, "replica_id": "a"}))
+    with pytest.raises(StorageError, match="newer crdtmem"):
+        Replica("a", path=str(folder))
+
+
+def test_full_state_merge_survives_restart(tmp_path: Path) -> None:
+    source = Replica("src")
+    source.counter("c").increment(5)
+    source._log_start["src"] = 3  # as if compacted: forces the full-state path
+    source._log["src"] = source._log["src"][2:]
+    r = Replica("a", path=str(tmp_path / "a"))
+    r.merge(source.delta_since())
+    assert r.counter("c").value == 5
+    r.close()
+    assert Replica("a", path=str(tmp_path / "a")).counter("c").value == 5
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9])
+def test_torn_tail_keeps_every_whole_record(tmp_path: Path, cut: int) -> None:
+    folder = str(tmp_path / "a")
+    r = Replica("a", path=folder)
+    for i in range(10):
+        r.list("l").append(i)
+    r.close()
+    log = Path(folder) / "log"
+    data = log.read_bytes()
+    log.write_bytes(data[:-cut])
+    again = Replica("a", path=folder)
+    assert again.list("l").value == list(range(9))  # the last append was torn off
+    again.list("l").append("after")  # appends continue after the cut, readable again
+    again.close()
+    assert Replica("a", path=folder).list("l").value == [*range(9), "after"]
+
+
+def test_flipped_byte_is_detected(tmp_path: Path) -> None:
+    folder = str(tmp_path / "a")
+    r = Replica("a", path=folder)
+    for _ in range(10):
+        r.counter("c").increment()
+    r.close()
+    log = Path(folder) / "log"
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+    again = Replica("a", path=folder)
+    # records before the damage are kept, none after it, never a wrong value
+    assert 0 <= again.counter("c").value < 10
+    assert again.version()["a"] == again.counter("c").value + 1
+
+
+def test_full_disk_fails_the_call_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = Replica("a", path=str(tmp_path / "a"))
+    r.list("l").append("kept")
+    before = (r.value(), r.version())
+    real_write = os.write
+
+    def full_disk(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[:3])  # a partial write, then the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("crdtmem.storage.os.write", full_disk)
+    with pytest.raises(OSError) as info:
+        r.list("l").append("lost")
+    assert info.value.errno == errno.ENOSPC
+    assert (r.value(), r.version()) == before
+    monkeypatch.setattr("crdtmem.storage.os.write", real_write)
+    r.list("l").append("after")
+    r.close()
+    assert Replica("a", path=str(tmp_path / "a")).list("l").value == ["kept", "after"]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from crdtmem import Replica
+    r = Replica("w", path=sys.argv[1])
+    start = max(r.list("acked").value, default=0)
+    i = start
+    while True:
+        i += 1
+        r.list("acked").append(i)
+        r.counter("c").increment()
+        print(i, flush=True)
+    """
+)
+
+
+def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+    folder = str(tmp_path / "w")
+    acknowledged: list[int] = []
+    for round_ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, folder], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 30
+            got = 0
+            while got < 50 + 17 * round_ and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                acknowledged.append(int(line))
+                got += 1
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        restored = Replica("w", path=folder)
+        values = restored.list("acked").value
+        assert set(acknowledged) <= set(values), "an acknowledged write was lost"
+        assert len(values) == len(set(values)), "a write was duplicated"
+        restored.close()
+    assert len(acknowledged) >= 250
+
+
+def test_storage_rejects_unknown_durability(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Storage.open(str(tmp_path / "x"), "a", durability="maybe")

@@ -1,0 +1,1 @@
+"""Transports that drive the sans-IO replica: ZeroMQ gossip and a simulated network."""
