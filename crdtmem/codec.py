@@ -88,9 +88,13 @@ def unpack_body(data: bytes | memoryview) -> Any:
     # msgpack signals bad input with ValueError and its subclasses (ExtraData,
     # FormatError, StackError, UnicodeDecodeError), UnpackException (OutOfData,
     # BufferFull), TypeError (unhashable map keys) and OverflowError.
+    except msgpack.StackError as exc:
+        raise DecodeError("malformed msgpack: nested too deeply") from exc
+    except msgpack.FormatError as exc:
+        raise DecodeError("malformed msgpack: a byte that is not a msgpack type code") from exc
     except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
-        kind = type(exc).__name__
-        raise DecodeError(f"malformed msgpack ({kind}: {exc or 'no detail'})") from exc
+        detail = str(exc) or "no detail"
+        raise DecodeError(f"malformed msgpack ({type(exc).__name__}: {detail})") from exc
 
 
 # --- user values -------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Collaborative text on pycrdt (Yjs' algorithm, YATA, in Rust).
 
-The state is one pycrdt ``Doc`` holding one ``Text``; a delta is a list of pycrdt updates.
+The state is one pycrdt ``Doc`` holding one ``Text``; a delta is a list of pycrdt updates,
+each with the state vector it was cut from (what it depends on). An update is applied
+only once the document covers its state vector, and held until then: yrs can lose a
+delete whose target items are still pending, so causal order is kept here, as the
+replica keeps it for every other type.
 Positions are Python ``str`` positions (code points), while pycrdt counts UTF-8 bytes and
 misplaces inserts at offsets inside a multi-byte character, so every position is
 translated. While the text is pure ASCII (the usual case) the translation is the identity;
@@ -37,6 +41,31 @@ def client_id_for(actor: str) -> int:
     return int.from_bytes(digest, "big") >> 11
 
 
+def parse_state_vector(encoded: bytes) -> dict[int, int]:
+    """Decode a Yjs state vector (varuint count, then client and clock varuints)."""
+    numbers: list[int] = []
+    value = shift = 0
+    for byte in encoded:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            numbers.append(value)
+            value = shift = 0
+        elif shift > 63:
+            raise DecodeError("text state vector: varuint too long")
+    if shift or not numbers or len(numbers) != 1 + 2 * numbers[0]:
+        raise DecodeError("text state vector: malformed")
+    return dict(zip(numbers[1::2], numbers[2::2], strict=True))
+
+
+def _covers(have: dict[int, int], need: dict[int, int]) -> bool:
+    return all(have.get(client, 0) >= clock for client, clock in need.items())
+
+
+Update = tuple[bytes, bytes]  # (state vector it depends on, yrs update)
+_NO_DEPS: bytes = b"\x00"
+
+
 def _new_doc(client_id: int | None) -> tuple[pycrdt.Doc[Any], pycrdt.Text]:
     doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id if client_id is not None else 0)
     return doc, doc.get(_FIELD, type=pycrdt.Text)
@@ -48,11 +77,13 @@ class TextCRDT(CrdtBase):
 
     TAG = 8
     KIND = "text"
-    __slots__ = ("_ascii", "_client", "_doc", "_mirror", "_source", "_text", "updates")
+    __slots__ = ("_ascii", "_client", "_doc", "_mirror", "_source", "_text", "held", "updates")
 
-    def __init__(self, updates: list[bytes] | None = None) -> None:
-        # A delta is just its updates; a state materialises a Doc on first use.
-        self.updates: list[bytes] = updates if updates is not None else []
+    def __init__(self, updates: list[Update] | None = None) -> None:
+        # A delta is just its updates; a state materialises a Doc on first use. Updates
+        # whose dependencies the Doc lacks wait in ``held``.
+        self.updates: list[Update] = updates if updates is not None else []
+        self.held: list[Update] = []
         self._doc: pycrdt.Doc[Any] | None = None
         self._text: pycrdt.Text | None = None
         self._client: int | None = None
@@ -75,11 +106,29 @@ class TextCRDT(CrdtBase):
         doc, text = _new_doc(client_id)
         if old is not None:
             doc.apply_update(old.get_update())
-        for update in self.updates:
-            doc.apply_update(update)
-        self.updates = []
         self._doc, self._text, self._client = doc, text, client_id
+        pending, self.updates = self.updates, []
+        self._integrate(pending)
         return text
+
+    def _integrate(self, incoming: list[Update]) -> None:
+        """Apply what the Doc has the dependencies for; hold the rest, retrying as it grows."""
+        doc = self._doc
+        assert doc is not None
+        waiting = self.held + incoming
+        progress = True
+        while waiting and progress:
+            progress = False
+            have = parse_state_vector(doc.get_state())
+            still: list[Update] = []
+            for needs, update in waiting:
+                if _covers(have, parse_state_vector(needs)):
+                    doc.apply_update(update)
+                    progress = True
+                else:
+                    still.append((needs, update))
+            waiting = still
+        self.held = waiting
 
     def _document(self) -> pycrdt.Doc[Any]:
         self._ytext()
@@ -110,7 +159,7 @@ class TextCRDT(CrdtBase):
         doc = self._document()
         before = doc.get_state()
         edit(text)
-        delta = TextCRDT([doc.get_update(before)])
+        delta = TextCRDT([(before, doc.get_update(before))])
         delta._source = self
         return delta
 
@@ -160,20 +209,22 @@ class TextCRDT(CrdtBase):
     def absorb(self, other: TextCRDT) -> None:
         if other._source is self:
             return
-        incoming = other.updates if other._doc is None else [other._document().get_update()]
+        incoming = other._as_updates()
         if not incoming:
             return
         if self._doc is None:
             self.updates.extend(incoming)
         else:
-            for update in incoming:
-                self._doc.apply_update(update)
+            self._integrate(incoming)
         self._ascii = self._mirror = None
 
-    def copy(self) -> Self:
+    def _as_updates(self) -> list[Update]:
         if self._doc is None:
-            return type(self)(list(self.updates))
-        return type(self)([self._doc.get_update()])
+            return list(self.updates)
+        return [(_NO_DEPS, bytes(self._doc.get_update())), *self.held]
+
+    def copy(self) -> Self:
+        return type(self)(self._as_updates())
 
     def state_vector(self) -> bytes:
         return bytes(self._document().get_state())
@@ -181,27 +232,35 @@ class TextCRDT(CrdtBase):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TextCRDT):
             return NotImplemented
-        return self.value() == other.value() and self.state_vector() == other.state_vector()
+        return (
+            self.value() == other.value()
+            and parse_state_vector(self.state_vector()) == parse_state_vector(other.state_vector())
+            and sorted(self.held) == sorted(other.held)
+        )
 
     __hash__ = None
 
     def to_wire(self) -> list[Any]:
-        if self._doc is None and len(self.updates) <= 1:
-            return list(self.updates)
-        return [bytes(self._document().get_update())]
+        updates = self.updates if self._doc is None and len(self.updates) <= 1 else None
+        if updates is None:
+            updates = [(_NO_DEPS, bytes(self._document().get_update())), *sorted(self.held)]
+        return [[needs, update] for needs, update in updates]
 
     @classmethod
     def from_wire(cls, obj: object, depth: int = 0) -> Self:
-        updates = [as_bytes(u, "text update") for u in as_list(obj, "text")]
-        state = cls(updates)
+        updates: list[Update] = []
+        for item in as_list(obj, "text"):
+            needs, update = as_list(item, "text update", 2)
+            parse_state_vector(as_bytes(needs, "text update dependencies"))
+            updates.append((needs, as_bytes(update, "text update")))
         if updates:
-            # pycrdt panics (raises) on malformed updates; find out now, before any
-            # replica state is touched, rather than when the update is applied.
+            # pycrdt raises on malformed updates; find out now, before any replica state
+            # is touched, rather than when the update is applied.
             try:
                 probe, _ = _new_doc(None)
-                for update in updates:
+                for _, update in updates:
                     probe.apply_update(update)
                 str(probe.get(_FIELD, type=pycrdt.Text))
             except (ValueError, TypeError) as exc:  # what pycrdt raises for bad updates
                 raise DecodeError(f"text update rejected by pycrdt: {exc}") from None
-        return state
+        return cls(updates)
