@@ -91,7 +91,7 @@ class VersionVector(Mapping[str, int]):
 
     def covers(self, dot: Dot) -> bool:
         """True when ``dot`` is included."""
-        return dot.counter <= self._entries.get(dot.actor, 0)
+        return dot[1] <= self._entries.get(dot[0], 0)
 
     def compare(self, other: Mapping[str, int]) -> Order:
         """Whether ``self`` happened before, after, equal to or concurrently with ``other``."""
@@ -192,15 +192,15 @@ class DotContext:
         """Every dot held (the vector's prefixes, then the cloud)."""
         for actor, count in self._vector.items():
             for counter in range(1, count + 1):
-                yield Dot(actor, counter)
+                yield (actor, counter)  # type: ignore[misc]  # a plain tuple is a Dot
         yield from self._cloud
 
     def max_counter(self, actor: str) -> int:
         """The highest counter seen for ``actor`` (0 if none)."""
         top = self._vector.get(actor, 0)
         for dot in self._cloud:
-            if dot.actor == actor and dot.counter > top:
-                top = dot.counter
+            if dot[0] == actor and dot[1] > top:
+                top = dot[1]
         return top
 
     def next_dot(self, actor: str) -> Dot:
@@ -220,13 +220,14 @@ class DotContext:
             if self._cloud:
                 self._fold(actor)
         else:
-            self._cloud.add(Dot(actor, counter))
+            self._cloud.add(dot)
 
     def _fold(self, actor: str) -> None:
         top = self._vector.get(actor, 0)
-        while Dot(actor, top + 1) in self._cloud:
+        cloud = self._cloud
+        while (actor, top + 1) in cloud:
             top += 1
-            self._cloud.discard(Dot(actor, top))
+            cloud.discard((actor, top))
         if top:
             self._vector[actor] = top
 
@@ -235,19 +236,30 @@ class DotContext:
         for actor, count in other._vector.items():
             if count > self._vector.get(actor, 0):
                 self._vector[actor] = count
-        if not self._cloud and not other._cloud:
+        if not other._cloud:
+            if self._cloud:
+                self._settle()
             return
+        if not self._cloud:
+            # The usual delta: nothing pending here, so each incoming dot either folds
+            # into the vector or waits in the cloud, which add() decides.
+            for dot in other._cloud:
+                self.add(dot)
+            return
+        self._cloud |= other._cloud
+        self._settle()
+
+    def _settle(self) -> None:
+        """Drop cloud dots the vector now covers and fold in the ones it reaches."""
         vector = self._vector
-        self._cloud = {
-            dot for dot in self._cloud | other._cloud if dot.counter > vector.get(dot.actor, 0)
-        }
-        for actor in {dot.actor for dot in self._cloud}:
+        self._cloud = {dot for dot in self._cloud if dot[1] > vector.get(dot[0], 0)}
+        for actor in {dot[0] for dot in self._cloud}:
             self._fold(actor)
 
     def to_wire(self) -> list[Any]:
         return [
             sorted_map(self._vector),
-            [[d.actor, d.counter] for d in sorted(self._cloud)],
+            [[actor, counter] for actor, counter in sorted(self._cloud)],
         ]
 
     @classmethod

@@ -224,4 +224,6 @@ def as_finite_float(obj: object, what: str) -> float:
 
 def sorted_map(items: Mapping[str, Any]) -> dict[str, Any]:
     """A dict with keys in sorted order, so that msgpack output is deterministic."""
+    if len(items) < 2:  # the usual delta: already in order
+        return dict(items)
     return {key: items[key] for key in sorted(items)}

@@ -64,7 +64,7 @@ class MVRegister(CrdtBase):
         return MVRegister({}, DotContext.of(self.entries))
 
     def to_wire(self) -> list[Any]:
-        items = [[dot.actor, dot.counter, self.entries[dot]] for dot in sorted(self.entries)]
+        items = [[dot[0], dot[1], self.entries[dot]] for dot in sorted(self.entries)]
         return [items, self.context.to_wire()]
 
     @classmethod

@@ -22,6 +22,7 @@ from crdtmem.crdt import Writer
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Self, final
 
 from crdtmem.codec import MAX_MAP_DEPTH, as_int, as_list, as_str
@@ -133,9 +134,15 @@ class ORMap(CrdtBase):
 
 def crdt_type(tag: int) -> type[CRDT]:
     """The type registered under wire tag ``tag``."""
-    from crdtmem.registry import TYPES
-
-    kind = TYPES.get(tag)
+    kind = _registry().get(tag)
     if kind is None:
         raise DecodeError(f"unknown CRDT type tag {tag}")
     return kind
+
+
+@functools.cache
+def _registry() -> dict[int, type[CRDT]]:
+    # Imported on first use: the registry imports this module.
+    from crdtmem.registry import TYPES
+
+    return TYPES

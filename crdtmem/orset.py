@@ -95,7 +95,7 @@ class ORSet(CrdtBase):
     def add_delta(self, writer: Writer, element: object) -> ORSet:
         """A delta adding ``element`` (and superseding its earlier dots)."""
         key = element_key(element)
-        dot = Dot(writer.actor, self.context.max_counter(writer.actor) + 1)
+        dot: Dot = (writer.actor, self.context.max_counter(writer.actor) + 1)  # type: ignore[assignment]
         seen = self.dots.get(key, set())
         return self._build([(key, element, [dot])], DotContext.of([*seen, dot]))
 
@@ -133,7 +133,7 @@ class ORSet(CrdtBase):
 
     def to_wire(self) -> list[Any]:
         items = [
-            [self.elements[key], [[d.actor, d.counter] for d in sorted(self.dots[key])]]
+            [self.elements[key], [[actor, n] for actor, n in sorted(self.dots[key])]]
             for key in sorted(self.dots)
         ]
         return [items, self.context.to_wire()]

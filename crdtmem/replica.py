@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar, final
 from crdtmem import codec
 from crdtmem.causality import check_vector, dominates
 from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
-from crdtmem.crdt import CRDT, CrdtBase, Writer
+from crdtmem.crdt import CRDT, Writer
 from crdtmem.errors import DecodeError, TypeMismatch
 from crdtmem.hlc import HybridLogicalClock
 from crdtmem.ormap import ORMap, crdt_type, visible
@@ -50,6 +50,8 @@ MAX_BUFFERED_UPDATES: Final = 100_000
 MAX_FIELD_NAME: Final = 256
 
 Path = tuple[tuple[str, int], ...]
+# One update in a per-origin log: (dependencies, field name, type tag, packed delta).
+LogEntry = tuple[dict[str, int], str, int, bytes]
 T = TypeVar("T")
 Events = list["ChangeEvent"]
 
@@ -117,7 +119,8 @@ class Replica:
         self._writer = Writer(self.replica_id, HybridLogicalClock(clock))
         self._fields: dict[str, dict[int, CRDT]] = {}
         self._version: dict[str, int] = {}
-        self._log: dict[str, list[list[Any]]] = {}
+        self._log: dict[str, list[LogEntry]] = {}
+        self._own_log = self._log.setdefault(self.replica_id, [])
         self._log_start: dict[str, int] = {}
         self._buffer: dict[str, dict[int, _Update]] = {}
         self._buffered = 0
@@ -214,41 +217,51 @@ class Replica:
             return read(state)
 
     def _local_update(self, path: Path, mutate: Callable[[Any], CRDT]) -> None:
-        """Apply ``mutate(leaf_state) -> delta`` as one update of this replica."""
-        events: Events = []
+        """Apply ``mutate(leaf_state) -> delta`` as one update of this replica.
+
+        Nothing changes until the delta exists and is stored, so a mutator that raises
+        (bad value, index out of range, disk full) leaves the replica as it was.
+        """
         with self._lock:
-            writer = self._writer
-            states: list[CRDT] = []
-            for depth in range(len(path)):
-                state = self._state_at(path[: depth + 1])
-                states.append(state if state is not None else crdt_type(path[depth][1]).empty())
-            delta = mutate(states[-1])
-            for depth in range(len(path) - 1, 0, -1):
-                container = states[depth - 1]
-                assert isinstance(container, ORMap)
-                delta = container.update_delta(writer, path[depth][0], delta)
             name, tag = path[0]
+            entries = self._fields.get(name)
+            top = None if entries is None else entries.get(tag)
+            fresh = top is None
+            if top is None:
+                top = crdt_type(tag).empty()
+            delta = mutate(top) if len(path) == 1 else self._nested_delta(top, path, mutate)
             origin = self.replica_id
-            seq = self._version.get(origin, 0) + 1
+            version = self._version
+            seq = version.get(origin, 0) + 1
             deps = self._local_deps
             if deps is None:
-                deps = self._local_deps = {k: v for k, v in self._version.items() if k != origin}
-            entry = [deps, name, tag, delta]
+                deps = self._local_deps = {k: v for k, v in version.items() if k != origin}
+            # Encoded now, once: a packed entry is one bytes object, where a retained
+            # delta would be a graph of containers for the garbage collector to rescan.
+            entry = (deps, name, tag, codec.pack_body(delta.to_wire()))
             if self._storage is not None:
-                # Stored before anything changes: if the disk is full, the call fails
-                # and the replica is as it was.
                 self._storage.append_update(origin, seq, entry)
-            entries = self._fields.setdefault(name, {})
-            top = entries.get(tag)
-            if top is None:
-                top = entries[tag] = states[0]
+            if fresh:
+                self._fields.setdefault(name, {})[tag] = top
             top.absorb(delta)
-            self._version[origin] = seq
-            self._log.setdefault(origin, []).append(entry)
-            if self._subscribers:
-                events.append(ChangeEvent(name, origin, True))
-        if events:
-            self._dispatch(events)
+            version[origin] = seq
+            self._own_log.append(entry)
+            subscribed = bool(self._subscribers)
+        if subscribed:
+            self._dispatch([ChangeEvent(name, origin, True)])
+
+    def _nested_delta(self, top: CRDT, path: Path, mutate: Callable[[Any], CRDT]) -> CRDT:
+        """Wrap the leaf's delta in one map delta per level, each re-adding its key."""
+        containers: list[ORMap] = []
+        state: CRDT = top
+        for key, key_tag in path[1:]:
+            assert isinstance(state, ORMap)
+            containers.append(state)
+            state = state.field(key, key_tag) or crdt_type(key_tag).empty()
+        delta = mutate(state)
+        for container, (key, _) in zip(reversed(containers), reversed(path[1:]), strict=True):
+            delta = container.update_delta(self._writer, key, delta)
+        return delta
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -284,7 +297,7 @@ class Replica:
         """
         have = _check_version_arg(version)
         with self._lock:
-            runs: builtins.list[builtins.list[Any]] = []
+            runs: builtins.list[tuple[str, int, builtins.list[LogEntry]]] = []
             for origin, count in self._version.items():
                 first = have.get(origin, 0) + 1
                 if first > count:
@@ -292,9 +305,8 @@ class Replica:
                 start = self._log_start.get(origin, 1)
                 if first < start:
                     return self._state_message()
-                entries = self._log[origin][first - start :]
-                runs.append([origin, first, _encode_entries(entries)])
-            return codec.pack([UPDATES, runs])
+                runs.append((origin, first, self._log[origin][first - start :]))
+            return updates_message(runs)
 
     def _state_message(self) -> bytes:
         fields = [
@@ -373,7 +385,7 @@ class Replica:
                     del self._buffer[origin]
 
     def _apply(self, update: _Update, events: Events) -> None:
-        entry = [update.deps, update.name, update.tag, update.wire]
+        entry = (update.deps, update.name, update.tag, codec.pack_body(update.wire))
         if self._storage is not None:
             self._storage.append_update(update.origin, update.seq, entry)
         entries = self._fields.setdefault(update.name, {})
@@ -411,14 +423,16 @@ class Replica:
                 # The log cannot hold updates we only have as part of a state: it now
                 # starts after them, and peers behind that point get a full state.
                 self._version[origin] = count
-                self._log[origin] = []
+                self._log.setdefault(origin, []).clear()
                 self._log_start[origin] = count + 1
         self._local_deps = None
 
     # --- restore (durable replicas) ----------------------------------------------------
 
-    def _restore_update(self, origin: object, seq: object, entry: object) -> None:
-        for update in _decode_updates([[origin, seq, [entry]]]):
+    def _restore_update(self, origin: object, seq: object, entry: builtins.list[Any]) -> None:
+        deps, name, tag, payload = entry
+        wire = codec.unpack_body(codec.as_bytes(payload, "stored update"))
+        for update in _decode_updates([[origin, seq, [[deps, name, tag, wire]]]]):
             self._offer(update, [])
         self._drain([])
 
@@ -477,23 +491,40 @@ class Replica:
 # --- message encoding -----------------------------------------------------------------
 
 
-def encode_entry(entry: list[Any]) -> list[Any]:
-    """One log entry in wire form, with its dependencies spelled out."""
-    return _encode_entries([entry])[0]
+def _array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
-def _encode_entries(entries: list[list[Any]]) -> list[list[Any]]:
-    encoded: list[list[Any]] = []
-    previous: dict[str, int] | None = None
-    for entry in entries:
-        deps, name, tag, payload = entry
-        if isinstance(payload, CrdtBase):
-            # Local deltas are encoded lazily, once, the first time a peer needs them.
-            payload = entry[3] = payload.to_wire()
-        same = previous is not None and (deps is previous or deps == previous)
-        encoded.append([None if same else dict(sorted(deps.items())), name, tag, payload])
-        previous = deps
-    return encoded
+_ENTRY_HEADER: Final = _array_header(4)
+
+
+def updates_message(runs: list[tuple[str, int, list[LogEntry]]]) -> bytes:
+    """``[UPDATES, [[origin, first_seq, [[deps | nil, name, tag, payload], ...]], ...]]``.
+
+    Spliced together from the log's pre-packed payloads rather than re-packed: msgpack
+    concatenates, so an array header followed by its packed items is the packed array.
+    Dependencies are sent once per run while they stay the same (nil after the first).
+    """
+    pack = codec.pack_body
+    parts = [codec.HEADER, _array_header(2), pack(UPDATES), _array_header(len(runs))]
+    for origin, first, entries in runs:
+        parts += [_array_header(3), pack(origin), pack(first), _array_header(len(entries))]
+        previous: dict[str, int] | None = None
+        for deps, name, tag, payload in entries:
+            same = previous is not None and (deps is previous or deps == previous)
+            parts += [
+                _ENTRY_HEADER,
+                pack(None if same else dict(sorted(deps.items()))),
+                pack(name),
+                pack(tag),
+                payload,
+            ]
+            previous = deps
+    return b"".join(parts)
 
 
 def _check_version_arg(version: Mapping[str, int] | None) -> Mapping[str, int]:

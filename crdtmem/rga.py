@@ -301,6 +301,13 @@ class RGA(CrdtBase):
     # --- wire -------------------------------------------------------------------------
 
     def to_wire(self) -> list[Any]:
+        if self._length == 0 and len(self.orphans) == 1 and not self.pending and not self.index:
+            # The insert delta, on every local insert: one orphan, nothing else.
+            ((node_id, node),) = self.orphans.items()
+            parent = node.ref
+            if parent is not None and parent[1] == node_id[1]:
+                orphan = [node_id[0], 0, parent[0], 0, node.deleted, node.value]
+                return [[node_id[1]], [], [orphan], []]
         actors = sorted(
             {n.id[1] for n in self._nodes()}
             | {i[1] for i in self.orphans}

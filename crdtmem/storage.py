@@ -8,8 +8,8 @@ Layout of ``path/``:
 
 - ``MANIFEST``: msgpack ``{"format": 1, "replica_id": ...}``, written atomically once.
 - ``log``: records ``[u32 length][u32 crc32][msgpack body]`` (big-endian), bodies
-  ``[1, origin, seq, entry]`` for an applied update and ``[2, message]`` for a joined
-  full state.
+  ``[1, origin, seq, [deps, field, tag, packed delta]]`` for an applied update and
+  ``[2, message]`` for a joined full state.
 
 Durability modes: ``"process"`` (default) hands every record to the kernel with
 ``os.write`` before the mutator returns, so it survives the process being killed at any
@@ -95,11 +95,12 @@ class Storage:
             os.ftruncate(self._fd, size)
             raise
 
-    def append_update(self, origin: str, seq: int, entry: list[Any]) -> None:
+    def append_update(
+        self, origin: str, seq: int, entry: tuple[dict[str, int], str, int, bytes]
+    ) -> None:
         """Store one update (local or remote) before it is applied or sent."""
-        from crdtmem.replica import encode_entry
-
-        self._append([UPDATE_RECORD, origin, seq, encode_entry(entry)])
+        deps, name, tag, payload = entry
+        self._append([UPDATE_RECORD, origin, seq, [dict(sorted(deps.items())), name, tag, payload]])
 
     def append_state(self, message: bytes) -> None:
         """Store a full-state message before it is joined."""
@@ -149,7 +150,7 @@ class Storage:
             try:
                 kind = record[0]
                 if kind == UPDATE_RECORD and len(record) == 4:
-                    replica._restore_update(record[1], record[2], record[3])
+                    replica._restore_update(record[1], record[2], as_list(record[3], "entry", 4))
                 elif kind == STATE_RECORD and len(record) == 2:
                     replica._restore_state(record[1])
                 else:

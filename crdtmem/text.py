@@ -24,6 +24,7 @@ from crdtmem.crdt import Writer
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any, Self, final
 
 import pycrdt
@@ -77,7 +78,19 @@ class TextCRDT(CrdtBase):
 
     TAG = 8
     KIND = "text"
-    __slots__ = ("_ascii", "_client", "_doc", "_mirror", "_source", "_text", "held", "updates")
+    __slots__ = (
+        "_captured",
+        "_capturing",
+        "_client",
+        "_doc",
+        "_length",
+        "_mirror",
+        "_source",
+        "_subscription",
+        "_text",
+        "held",
+        "updates",
+    )
 
     def __init__(self, updates: list[Update] | None = None) -> None:
         # A delta is just its updates; a state materialises a Doc on first use. Updates
@@ -87,8 +100,11 @@ class TextCRDT(CrdtBase):
         self._doc: pycrdt.Doc[Any] | None = None
         self._text: pycrdt.Text | None = None
         self._client: int | None = None
-        self._ascii: bool | None = None
-        self._mirror: str | None = None
+        self._length: int | None = None  # code points, None when stale
+        self._mirror: str | None = None  # the text, kept only while it is not pure ASCII
+        self._captured: list[bytes] = []
+        self._capturing = False
+        self._subscription: pycrdt.Subscription | None = None
         # The state a local delta was cut from already holds its edit (see insert_delta).
         self._source: TextCRDT | None = None
 
@@ -107,9 +123,16 @@ class TextCRDT(CrdtBase):
         if old is not None:
             doc.apply_update(old.get_update())
         self._doc, self._text, self._client = doc, text, client_id
+        # Each local edit is one transaction; its update is caught here at commit, which
+        # is cheaper than diffing the document against a state vector afterwards.
+        self._subscription = doc.observe(self._on_commit)
         pending, self.updates = self.updates, []
         self._integrate(pending)
         return text
+
+    def _on_commit(self, event: pycrdt.TransactionEvent) -> None:
+        if self._capturing:
+            self._captured.append(event.update)
 
     def _integrate(self, incoming: list[Update]) -> None:
         """Apply what the Doc has the dependencies for; hold the rest, retrying as it grows."""
@@ -129,6 +152,7 @@ class TextCRDT(CrdtBase):
                     still.append((needs, update))
             waiting = still
         self.held = waiting
+        self._length = self._mirror = None
 
     def _document(self) -> pycrdt.Doc[Any]:
         self._ytext()
@@ -140,13 +164,15 @@ class TextCRDT(CrdtBase):
 
     def __len__(self) -> int:
         self._refresh()
-        return len(self._mirror) if self._mirror is not None else len(self._ytext())
+        assert self._length is not None
+        return self._length
 
     def _refresh(self) -> None:
-        if self._ascii is None:
+        """Recompute the cached length (and the mirror, for non-ASCII text) if stale."""
+        if self._length is None:
             current = str(self._ytext())
-            self._ascii = current.isascii()
-            self._mirror = None if self._ascii else current
+            self._length = len(current)
+            self._mirror = None if current.isascii() else current
 
     def _byte_offset(self, position: int) -> int:
         mirror = self._mirror
@@ -154,12 +180,21 @@ class TextCRDT(CrdtBase):
 
     # --- delta mutators -----------------------------------------------------------------
 
-    def _capture(self, writer: Writer, edit: Any) -> TextCRDT:
+    def _capture(self, writer: Writer, edit: Callable[[pycrdt.Text], None]) -> TextCRDT:
         text = self._ytext(client_id_for(writer.actor))
-        doc = self._document()
-        before = doc.get_state()
-        edit(text)
-        delta = TextCRDT([(before, doc.get_update(before))])
+        before = bytes(self._document().get_state())
+        self._captured = []
+        self._capturing = True
+        try:
+            edit(text)
+        finally:
+            self._capturing = False
+        updates, self._captured = self._captured, []
+        update = updates[0] if len(updates) == 1 else pycrdt.merge_updates(*updates)
+        # Re-read rather than compute the new vector: pycrdt.get_state(update) omits
+        # clients whose structs do not start at clock 0, and guessing yrs's clock units
+        # could over-claim a dependency, which would hold the update back forever.
+        delta = TextCRDT([(before, update)])
         delta._source = self
         return delta
 
@@ -172,29 +207,32 @@ class TextCRDT(CrdtBase):
         """
         if type(chunk) is not str:
             raise TypeError(f"text inserts take str, got {type(chunk).__name__}")
-        self._refresh()
         length = len(self)
         if type(position) is not int or not 0 <= position <= length:
             raise IndexError(f"text position {position!r} out of range for length {length}")
+        if not chunk:
+            return TextCRDT()  # nothing to insert: an empty delta
         offset = self._byte_offset(position)
         if self._mirror is None and not chunk.isascii():
             self._mirror = str(self._ytext())
         if self._mirror is not None:
             self._mirror = self._mirror[:position] + chunk + self._mirror[position:]
-            self._ascii = False
+        self._length = length + len(chunk)
         return self._capture(writer, lambda t: t.insert(offset, chunk))
 
     def delete_delta(self, writer: Writer, position: int, count: int) -> TextCRDT:
         """A delta deleting ``count`` code points from ``position`` (applied to ``self``)."""
-        self._refresh()
-        length = len(self)
         if type(position) is not int or type(count) is not int:
             raise TypeError("text delete takes int position and count")
+        length = len(self)
         if count < 0 or not 0 <= position <= length or position + count > length:
             raise IndexError(f"text range {position}+{count} out of range for length {length}")
+        if count == 0:
+            return TextCRDT()
         start, end = self._byte_offset(position), self._byte_offset(position + count)
         if self._mirror is not None:
             self._mirror = self._mirror[:position] + self._mirror[position + count :]
+        self._length = length - count
 
         def edit(text: pycrdt.Text) -> None:
             del text[start:end]
@@ -202,7 +240,8 @@ class TextCRDT(CrdtBase):
         return self._capture(writer, edit)
 
     def reset_delta(self, writer: Writer) -> TextCRDT:
-        return self.delete_delta(writer, 0, len(self))
+        length = len(self)
+        return self.delete_delta(writer, 0, length) if length else TextCRDT()
 
     # --- join -----------------------------------------------------------------------------
 
@@ -216,7 +255,6 @@ class TextCRDT(CrdtBase):
             self.updates.extend(incoming)
         else:
             self._integrate(incoming)
-        self._ascii = self._mirror = None
 
     def _as_updates(self) -> list[Update]:
         if self._doc is None:

@@ -64,7 +64,7 @@ def test_full_state_merge_survives_restart(tmp_path: Path) -> None:
     source = Replica("src")
     source.counter("c").increment(5)
     source._log_start["src"] = 3  # as if compacted: forces the full-state path
-    source._log["src"] = source._log["src"][2:]
+    del source._log["src"][:2]
     r = Replica("a", path=str(tmp_path / "a"))
     r.merge(source.delta_since())
     assert r.counter("c").value == 5

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks`` prints tables; see docs/benchmarks.md."""
