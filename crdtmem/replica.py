@@ -295,18 +295,45 @@ class Replica:
         Costs time in proportion to what is missing: updates come from per-origin logs.
         Where a log no longer reaches back far enough, the message is the full state.
         """
+        return self.delta_chunk(version)[0]
+
+    def delta_chunk(
+        self, version: Mapping[str, int] | None = None, max_bytes: int | None = None
+    ) -> tuple[bytes, dict[str, int]]:
+        """Like :meth:`delta_since`, but at most about ``max_bytes`` of updates (always at
+        least one), and the version the message brings a peer at ``version`` up to.
+
+        Drivers send large syncs as a series of such chunks; a receiver buffers any
+        update whose dependencies are in a later chunk. A full-state message cannot be
+        split (its version vector covers all of it) and comes whole.
+        """
         have = _check_version_arg(version)
+        budget = max_bytes if max_bytes is not None else codec.MAX_MESSAGE_BYTES
         with self._lock:
+            covered = {k: v for k, v in have.items() if v}
             runs: builtins.list[tuple[str, int, builtins.list[LogEntry]]] = []
+            size = 0
             for origin, count in self._version.items():
                 first = have.get(origin, 0) + 1
                 if first > count:
                     continue
                 start = self._log_start.get(origin, 1)
                 if first < start:
-                    return self._state_message()
-                runs.append((origin, first, self._log[origin][first - start :]))
-            return updates_message(runs)
+                    return self._state_message(), dict(self._version)
+                entries = self._log[origin][first - start :]
+                taken = 0
+                for _deps, name, _tag, payload in entries:
+                    cost = len(payload) + len(name) + _ENTRY_OVERHEAD
+                    if size + cost > budget and (taken or runs):
+                        break
+                    size += cost
+                    taken += 1
+                if taken:
+                    runs.append((origin, first, entries[:taken]))
+                    covered[origin] = first - 1 + taken
+                if size >= budget:
+                    break
+            return updates_message(runs), covered
 
     def _state_message(self) -> bytes:
         fields = [
@@ -500,6 +527,8 @@ def _array_header(length: int) -> bytes:
 
 
 _ENTRY_HEADER: Final = _array_header(4)
+# Bytes an entry costs besides its payload and name: headers, tag, a dependency vector.
+_ENTRY_OVERHEAD: Final = 48
 
 
 def updates_message(runs: list[tuple[str, int, list[LogEntry]]]) -> bytes:

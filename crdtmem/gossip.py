@@ -1,0 +1,290 @@
+"""The gossip protocol, sans-IO: what to send to which peer, and when.
+
+A :class:`GossipNode` wraps one replica. Drivers (``transport.ZmqGossip``,
+``transport.SimNetwork``) feed it frames and the time, and send the frames it returns;
+it never touches a socket or a clock. Three frame kinds, all carrying the sender's
+version vector (which doubles as an acknowledgement):
+
+- ``PUSH``: updates the peer is not known to have (a ``delta_chunk`` of the replica).
+- ``ACK``: "I now have this version", sent after merging a push.
+- ``SYNC``: the periodic anti-entropy digest, with the peers the sender knows (so a
+  node learns the whole group from one seed). A node that receives a digest pushes
+  what the digest lacks, and answers with its own digest if it lacks something.
+
+Per peer it keeps what the peer acknowledged (``known``) and what was pushed since
+(``sent``): a push covers only what neither contains, so nothing is sent back to the
+peer it came from and nothing acknowledged is sent again (the "BP" and "RR"
+optimisations of Enes et al., "Efficient Synchronization of State-based CRDTs", 2019).
+ZeroMQ may drop frames silently; a lost push is repaired by the next digest, because a
+digest resets ``sent`` to what the peer really has.
+
+A two-node loop, no network::
+
+    >>> from crdtmem import Replica
+    >>> a = GossipNode(Replica("a"), "node-a", peers=["node-b"])
+    >>> b = GossipNode(Replica("b"), "node-b", peers=["node-a"])
+    >>> a.replica.counter("votes").increment()
+    >>> frames = a.flush(now=0.0)
+    >>> while frames:
+    ...     out = []
+    ...     for frame in frames:
+    ...         out += (b if frame.peer == "node-b" else a).receive(frame.data, now=0.0)
+    ...     frames = out
+    >>> b.replica.counter("votes").value
+    1
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, final
+
+from crdtmem import codec
+from crdtmem.causality import check_vector, dominates
+from crdtmem.codec import as_actor, as_bytes, as_int, as_list, as_str
+from crdtmem.errors import DecodeError
+from crdtmem.replica import Replica
+
+logger = logging.getLogger("crdtmem.gossip")
+
+PUSH: Final = 11
+ACK: Final = 12
+SYNC: Final = 13
+
+# One frame's update payload. Larger syncs go as several chunks; a receiver buffers
+# updates whose dependencies are in a later chunk.
+DEFAULT_CHUNK_BYTES: Final = 1024 * 1024
+# Chunks pushed to one peer per flush; the rest follow on the next flush or digest, so a
+# node catching up a peer never stalls its own loop for long.
+MAX_CHUNKS_PER_FLUSH: Final = 16
+MAX_ADDRESS_LENGTH: Final = 256
+MAX_PEERS_LEARNED: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Bytes for the driver to deliver to ``peer`` (a transport address)."""
+
+    peer: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What this node knows about one peer."""
+
+    address: str
+    known: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    replica_id: str | None = None
+    last_heard: float | None = None
+    next_probe: float = 0.0
+    backoff: float = 0.0
+
+    def alive(self, now: float, dead_after: float) -> bool:
+        return self.last_heard is not None and now - self.last_heard <= dead_after
+
+
+def _join(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
+    merged = dict(left)
+    for actor, count in right.items():
+        if count > merged.get(actor, 0):
+            merged[actor] = count
+    return merged
+
+
+@final
+class GossipNode:
+    """Gossip protocol state for one replica at transport address ``address``.
+
+    Args:
+        replica: the replica to keep in sync.
+        address: this node's own address, as peers reach it.
+        peers: addresses to gossip with; more are learned from digests.
+        interval: seconds between anti-entropy digests.
+        dead_after: silence, in seconds, after which a peer counts as down; it is then
+            probed with exponential backoff up to ``max_backoff`` seconds.
+        chunk_bytes: payload budget per push frame.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        address: str,
+        *,
+        peers: Iterable[str] = (),
+        interval: float = 0.5,
+        dead_after: float = 3.0,
+        max_backoff: float = 8.0,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        if interval <= 0 or dead_after <= 0 or max_backoff < interval or chunk_bytes < 1:
+            raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
+        self.replica = replica
+        self.address = address
+        self.interval = interval
+        self.dead_after = dead_after
+        self.max_backoff = max_backoff
+        self.chunk_bytes = chunk_bytes
+        self.peers: dict[str, PeerState] = {}
+        self.next_sync = 0.0
+        self.stats = {
+            "frames_in": 0,
+            "frames_out": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "rejected_frames": 0,
+            "pushes": 0,
+            "syncs": 0,
+        }
+        for peer in peers:
+            self.add_peer(peer)
+
+    def add_peer(self, address: str) -> PeerState | None:
+        """Start gossiping with ``address`` (no-op for this node or a known peer)."""
+        if address == self.address or not address:
+            return None
+        state = self.peers.get(address)
+        if state is None and len(self.peers) < MAX_PEERS_LEARNED:
+            state = self.peers[address] = PeerState(address)
+        return state
+
+    def remove_peer(self, address: str) -> None:
+        """Stop gossiping with ``address``."""
+        self.peers.pop(address, None)
+
+    # --- outgoing ---------------------------------------------------------------------
+
+    def _frame(self, peer: PeerState, kind: int, payload: bytes | None = None) -> Frame:
+        body: list[Any] = [kind, self.address, self.replica.replica_id, self.replica.version()]
+        if kind == SYNC:
+            body.append(sorted(p for p in self.peers if p != peer.address))
+        else:
+            body.append(payload)
+        data = codec.pack(body)
+        self.stats["frames_out"] += 1
+        self.stats["bytes_out"] += len(data)
+        return Frame(peer.address, data)
+
+    def _push(self, peer: PeerState) -> list[Frame]:
+        frames: list[Frame] = []
+        ours = self.replica.version()
+        for _ in range(MAX_CHUNKS_PER_FLUSH):
+            base = _join(peer.known, peer.sent)
+            if dominates(base, ours):
+                break
+            message, covered = self.replica.delta_chunk(base, self.chunk_bytes)
+            peer.sent = _join(peer.sent, covered)
+            self.stats["pushes"] += 1
+            frames.append(self._frame(peer, PUSH, message))
+        return frames
+
+    def flush(self, now: float) -> list[Frame]:
+        """Frames pushing what each live (or never yet heard) peer lacks; call after
+        local writes."""
+        frames: list[Frame] = []
+        for peer in self.peers.values():
+            if peer.last_heard is None or peer.alive(now, self.dead_after):
+                frames += self._push(peer)
+        return frames
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has work: the driver's timer."""
+        return self.next_sync
+
+    def tick(self, now: float) -> list[Frame]:
+        """Periodic anti-entropy: a digest to each peer, backing off from silent ones."""
+        if now < self.next_sync:
+            return []
+        self.next_sync = now + self.interval
+        frames: list[Frame] = []
+        for peer in self.peers.values():
+            if peer.alive(now, self.dead_after):
+                peer.backoff = 0.0
+            elif now < peer.next_probe:
+                continue
+            else:
+                peer.backoff = min(self.max_backoff, max(self.interval, peer.backoff * 2))
+                peer.next_probe = now + peer.backoff
+            self.stats["syncs"] += 1
+            frames.append(self._frame(peer, SYNC))
+        return frames
+
+    # --- incoming ---------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Frame]:
+        """Handle one frame from a peer; return the frames to send in answer.
+
+        Garbage is rejected, counted and logged, never raised: one bad peer must not
+        stop a node from serving the others.
+        """
+        self.stats["frames_in"] += 1
+        self.stats["bytes_in"] += len(data)
+        try:
+            kind, sender, replica_id, version, extra = _decode_frame(data)
+            if sender == self.address:
+                raise DecodeError("frame claims to come from this node's own address")
+            if kind == PUSH:
+                self.replica.merge(as_bytes(extra, "push payload"))
+        except DecodeError as exc:
+            self.stats["rejected_frames"] += 1
+            logger.warning("%s: rejected a frame: %s", self.address, exc)
+            return []
+        peer = self.add_peer(sender)  # only a sender whose frame was valid
+        if peer is None:
+            return []
+        if peer.replica_id is not None and peer.replica_id != replica_id:
+            # A new incarnation at the same address: whatever it had is gone.
+            peer.known, peer.sent = {}, {}
+        peer.replica_id = replica_id
+        peer.last_heard = now
+        peer.backoff = 0.0
+        if kind == SYNC:
+            for address in extra:
+                self.add_peer(address)
+            # A digest is the truth about the peer, even if it went down (it restarted
+            # with less): forget what it acknowledged before and what was sent since.
+            # A stale digest overtaken by a newer one costs one redundant push, no more.
+            peer.known = dict(version)
+            peer.sent = {}
+            frames = self._push(peer)
+            if not dominates(self.replica.version(), version):
+                frames.append(self._frame(peer, SYNC))
+            return frames
+        peer.known = _join(peer.known, version)  # a PUSH or ACK: the sender has this much
+        if kind == PUSH:
+            frames = [self._frame(peer, ACK)]
+            return frames + self.flush(now)  # relay what was new to everyone else
+        return []
+
+    def converged_with(self, address: str) -> bool:
+        """Whether ``address`` has acknowledged everything this replica has."""
+        peer = self.peers.get(address)
+        return peer is not None and dominates(peer.known, self.replica.version())
+
+
+def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
+    body = as_list(codec.unpack(data), "gossip frame")
+    if len(body) != 5:
+        raise DecodeError(f"gossip frame: expected 5 items, got {len(body)}")
+    kind = as_int(body[0], "gossip frame kind")
+    if kind not in (PUSH, ACK, SYNC):
+        raise DecodeError(f"gossip frame: unknown kind {kind}")
+    sender = as_str(body[1], "gossip sender address")
+    if not 0 < len(sender) <= MAX_ADDRESS_LENGTH:
+        raise DecodeError("gossip sender address: 1 to 256 characters")
+    replica_id = as_actor(body[2], "gossip sender replica id")
+    version = check_vector(body[3], "gossip sender version")
+    extra = body[4]
+    if kind == SYNC:
+        peers = as_list(extra, "gossip peer list")
+        if len(peers) > MAX_PEERS_LEARNED:
+            raise DecodeError("gossip peer list too long")
+        for address in peers:
+            if not 0 < len(as_str(address, "gossip peer address")) <= MAX_ADDRESS_LENGTH:
+                raise DecodeError("gossip peer address: 1 to 256 characters")
+    elif kind == PUSH:
+        as_bytes(extra, "push payload")
+    return kind, sender, replica_id, version, extra

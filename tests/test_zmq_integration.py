@@ -1,0 +1,195 @@
+"""Real agent processes gossiping over loopback ZeroMQ (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from crdtmem import Replica, codec
+from transport import ZmqGossip
+
+AGENT = str(Path(__file__).with_name("zmq_agent.py"))
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Agents:
+    """Agent processes, each stopped by the test that started it."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(self, name: str, bind: str, peers: list[str], expect: int, **extra: int) -> None:
+        args = [
+            sys.executable,
+            AGENT,
+            "--name",
+            name,
+            "--bind",
+            bind,
+            "--expect",
+            str(expect),
+            "--peers",
+            ",".join(peers),
+        ]
+        for key, value in extra.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        self.procs[name] = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def wait_for(
+        self, word: str, names: list[str] | None = None, timeout: float = 60
+    ) -> dict[str, str]:
+        """Each named agent's first line starting with ``word`` (deadline-bounded)."""
+        wanted = set(names or self.procs)
+        found: dict[str, str] = {}
+        selector = selectors.DefaultSelector()
+        for name in wanted:
+            stdout = self.procs[name].stdout
+            assert stdout is not None
+            selector.register(stdout, selectors.EVENT_READ, name)
+        deadline = time.monotonic() + timeout
+        try:
+            while wanted - found.keys() and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    line = key.fileobj.readline()  # type: ignore[union-attr]
+                    if not line:
+                        selector.unregister(key.fileobj)
+                        continue
+                    if line.startswith("TIMEOUT"):
+                        pytest.fail(f"{key.data} timed out: {line.strip()}")
+                    if line.startswith(word):
+                        found[key.data] = line[len(word) :].strip()
+                        selector.unregister(key.fileobj)
+        finally:
+            selector.close()
+        missing = wanted - found.keys()
+        assert not missing, f"no {word} from {sorted(missing)} within {timeout} s"
+        return found
+
+    def stop_all(self) -> dict[str, str]:
+        for proc in self.procs.values():
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()
+        finals = self.wait_for("FINAL", timeout=30)
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+        return finals
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None and not stream.closed:
+                    stream.close()
+
+
+@pytest.fixture
+def agents() -> Iterator[Agents]:
+    group = Agents()
+    try:
+        yield group
+    finally:
+        group.kill_all()
+
+
+def addresses(count: int) -> list[str]:
+    return [f"tcp://127.0.0.1:{port}" for port in free_ports(count)]
+
+
+def assert_all_equal(values: dict[str, str]) -> None:
+    assert len(set(values.values())) == 1, values
+
+
+def test_three_agents_writing_concurrently_converge(agents: Agents) -> None:
+    addrs = addresses(3)
+    for i, bind in enumerate(addrs):
+        agents.start(f"a{i}", bind, [a for a in addrs if a != bind], expect=30, writes=10)
+    assert_all_equal(agents.wait_for("CONVERGED"))
+    assert_all_equal(agents.stop_all())
+
+
+def test_eight_agents_learn_peers_from_one_seed_and_converge(agents: Agents) -> None:
+    addrs = addresses(8)
+    for i, bind in enumerate(addrs):
+        agents.start(f"a{i}", bind, [addrs[0]] if i else [], expect=8 * 5, writes=5)
+    assert_all_equal(agents.wait_for("CONVERGED", timeout=90))
+    assert_all_equal(agents.stop_all())
+
+
+def test_late_joiner_and_reverse_start_order(agents: Agents) -> None:
+    addrs = addresses(4)
+    for i in reversed(range(3)):  # reverse order: the first to start has no one to talk to
+        agents.start(f"a{i}", addrs[i], [a for a in addrs if a != addrs[i]], expect=40, writes=10)
+        time.sleep(0.2)
+    agents.wait_for("READY", [f"a{i}" for i in range(3)])
+    agents.start("late", addrs[3], addrs[:1], expect=40, writes=10)
+    assert_all_equal(agents.wait_for("CONVERGED"))
+    assert_all_equal(agents.stop_all())
+
+
+def test_agent_cut_off_keeps_writing_and_rejoins_on_the_same_address(agents: Agents) -> None:
+    addrs = addresses(3)
+    agents.start("a0", addrs[0], addrs[1:], expect=35, writes=10, offline_writes=5)
+    for i in (1, 2):
+        agents.start(f"a{i}", addrs[i], [a for a in addrs if a != addrs[i]], expect=35, writes=10)
+    agents.wait_for("REJOINED", ["a0"])
+    assert_all_equal(agents.wait_for("CONVERGED"))
+    assert_all_equal(agents.stop_all())
+
+
+def test_garbage_and_oversized_frames_are_dropped_and_peers_unaffected() -> None:
+    a, b = Replica("a"), Replica("b")
+    addr_a, addr_b = addresses(2)
+    context = zmq.Context()
+    with (
+        ZmqGossip(a, bind=addr_a, peers=[addr_b], interval=0.1) as ga,
+        ZmqGossip(b, bind=addr_b, peers=[addr_a], interval=0.1),
+    ):
+        rogue = context.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(addr_a)
+        try:
+            for garbage in (b"garbage", b"CM\x01\xc1", codec.pack([11, "x", "x", {}, b"bad"])):
+                rogue.send(garbage)
+            rogue.send(b"\x00" * (codec.MAX_MESSAGE_BYTES + 128 * 1024))  # over MAXMSGSIZE
+            b.counter("c").increment(7)
+            deadline = time.monotonic() + 20
+            while (
+                a.counter("c").value != 7 or ga.stats["rejected_frames"] < 3
+            ) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            rogue.close()
+            context.term()
+        assert a.counter("c").value == 7
+        assert ga.stats["rejected_frames"] >= 3
+
+
+def test_start_reports_a_bind_failure() -> None:
+    (addr,) = addresses(1)
+    with ZmqGossip(Replica("a"), bind=addr), pytest.raises(zmq.ZMQError):
+        ZmqGossip(Replica("b"), bind=addr).start()

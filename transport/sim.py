@@ -1,0 +1,232 @@
+"""A deterministic, seeded, virtual-time network running many replicas in one process.
+
+Every node is a real :class:`~crdtmem.Replica` driven by a real
+:class:`~crdtmem.gossip.GossipNode`; only the wire is simulated. Faults come from one
+seeded ``random.Random``: latency (so messages overtake each other), drop, duplication,
+partitions of any shape (symmetric or one-way), crashes and restarts, and per-node
+clock skew for LWW timestamps. The same seed replays the same run exactly.
+
+>>> net = SimNetwork(seed=7, drop=0.3)
+>>> a, b = net.add_node("a"), net.add_node("b")
+>>> net.write("a", lambda r: r.counter("votes").increment())
+>>> net.run_until_converged(timeout=30.0)
+True
+>>> net.replica("b").counter("votes").value
+1
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdtmem import Replica
+from crdtmem.gossip import Frame, GossipNode
+
+
+@dataclass
+class SimNode:
+    """One simulated process: a replica, its gossip state, whether it is up."""
+
+    name: str
+    replica: Replica
+    gossip: GossipNode
+    clock_skew: float = 0.0
+    up: bool = True
+    incarnation: int = 0
+
+
+@dataclass(order=True)
+class _Event:
+    time: float
+    order: int
+    kind: str = field(compare=False)
+    target: str = field(compare=False)
+    data: bytes = field(compare=False, default=b"")
+    source: str = field(compare=False, default="")
+
+
+class SimNetwork:
+    """Virtual network; see the module docstring.
+
+    Args:
+        seed: the only source of randomness; print it to replay a failing run.
+        latency: ``(low, high)`` seconds, drawn uniformly per message.
+        drop: probability that a message is lost.
+        duplicate: probability that a message is delivered twice.
+        interval: anti-entropy period of every node, in virtual seconds.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: tuple[float, float] = (0.001, 0.010),
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+        interval: float = 0.5,
+        chunk_bytes: int = 64 * 1024,
+    ) -> None:
+        if not 0 <= drop < 1 or not 0 <= duplicate < 1 or not 0 <= latency[0] <= latency[1]:
+            raise ValueError("drop and duplicate in [0, 1), 0 <= latency low <= high")
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.latency = latency
+        self.drop = drop
+        self.duplicate = duplicate
+        self.interval = interval
+        self.chunk_bytes = chunk_bytes
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self.blocked: set[tuple[str, str]] = set()
+        self._queue: list[_Event] = []
+        self._order = itertools.count()
+        self.messages = 0
+        self.bytes = 0
+        self.dropped = 0
+
+    # --- topology -----------------------------------------------------------------------
+
+    def add_node(
+        self, name: str, *, peers: Iterable[str] | None = None, clock_skew: float = 0.0
+    ) -> SimNode:
+        """A node gossiping with ``peers`` (default: every node added so far, which
+        also learns about this one)."""
+        replica = Replica(name, clock=lambda: max(0.0, self.now + clock_skew))
+        known = list(self.nodes) if peers is None else list(peers)
+        node = SimNode(name, replica, self._gossip(replica, name, known), clock_skew)
+        if peers is None:
+            for other in self.nodes.values():
+                other.gossip.add_peer(name)
+        self.nodes[name] = node
+        self._schedule(self.now + self.random.uniform(0, self.interval), "tick", name)
+        return node
+
+    def _gossip(self, replica: Replica, name: str, peers: list[str]) -> GossipNode:
+        return GossipNode(
+            replica,
+            name,
+            peers=peers,
+            interval=self.interval,
+            dead_after=self.interval * 6,
+            max_backoff=self.interval * 8,
+            chunk_bytes=self.chunk_bytes,
+        )
+
+    def replica(self, name: str) -> Replica:
+        return self.nodes[name].replica
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut every link between different groups (nodes in no group are isolated)."""
+        membership = {n: i for i, group in enumerate(groups) for n in group}
+        for a in self.nodes:
+            for b in self.nodes:
+                if a != b and (a not in membership or membership.get(a) != membership.get(b)):
+                    self.blocked.add((a, b))
+
+    def cut(self, source: str, target: str, *, both_ways: bool = True) -> None:
+        """Cut one link (``both_ways=False``: only ``source`` -> ``target``)."""
+        self.blocked.add((source, target))
+        if both_ways:
+            self.blocked.add((target, source))
+
+    def heal(self) -> None:
+        """Restore every link."""
+        self.blocked.clear()
+
+    def crash(self, name: str) -> None:
+        """Stop a node: it sends and receives nothing; frames in flight to it are lost."""
+        self.nodes[name].up = False
+
+    def restart(self, name: str, *, durable: bool = True) -> None:
+        """Bring a crashed node back. ``durable``: with everything it had acknowledged
+        (as a ``path=`` replica reopens); otherwise with an empty memory, under a new
+        incarnation id, because an in-memory replica must never reuse its old dots."""
+        node = self.nodes[name]
+        node.incarnation += 1
+        if not durable:
+            skew = node.clock_skew
+            node.replica = Replica(
+                f"{name}.{node.incarnation}", clock=lambda: max(0.0, self.now + skew)
+            )
+        peers = list(node.gossip.peers)
+        node.gossip = self._gossip(node.replica, name, peers)
+        node.up = True
+        self._schedule(self.now, "tick", name)
+
+    # --- running ------------------------------------------------------------------------
+
+    def write(self, name: str, action: Callable[[Replica], Any]) -> Any:
+        """Run ``action`` on a node's replica now, then push as a real driver would."""
+        node = self.nodes[name]
+        if not node.up:
+            raise RuntimeError(f"node {name} is down")
+        result = action(node.replica)
+        self._send(name, node.gossip.flush(self.now))
+        return result
+
+    def _schedule(
+        self, when: float, kind: str, target: str, data: bytes = b"", source: str = ""
+    ) -> None:
+        heapq.heappush(self._queue, _Event(when, next(self._order), kind, target, data, source))
+
+    def _send(self, source: str, frames: list[Frame]) -> None:
+        for frame in frames:
+            self.messages += 1
+            self.bytes += len(frame.data)
+            if (source, frame.peer) in self.blocked or self.random.random() < self.drop:
+                self.dropped += 1
+                continue
+            copies = 2 if self.random.random() < self.duplicate else 1
+            for _ in range(copies):
+                delay = self.random.uniform(*self.latency)
+                self._schedule(self.now + delay, "deliver", frame.peer, frame.data, source)
+
+    def step(self) -> bool:
+        """Process the next event; False when nothing is scheduled."""
+        if not self._queue:
+            return False
+        event = heapq.heappop(self._queue)
+        self.now = max(self.now, event.time)
+        node = self.nodes.get(event.target)
+        if node is None:
+            return True
+        if event.kind == "tick":
+            if node.up:
+                self._send(node.name, node.gossip.tick(self.now))
+                self._schedule(node.gossip.next_deadline(), "tick", node.name)
+            return True
+        if not node.up or (event.source, event.target) in self.blocked:
+            self.dropped += 1
+            return True
+        self._send(node.name, node.gossip.receive(event.data, self.now))
+        return True
+
+    def run_for(self, seconds: float, max_events: int = 5_000_000) -> None:
+        """Advance virtual time by ``seconds``."""
+        until = self.now + seconds
+        for _ in range(max_events):
+            if not self._queue or self._queue[0].time > until:
+                break
+            self.step()
+        self.now = max(self.now, until)
+
+    def converged(self) -> bool:
+        """All live nodes hold equal values and versions."""
+        live = [n.replica for n in self.nodes.values() if n.up]
+        return all(r.version() == live[0].version() for r in live) and all(
+            r.value() == live[0].value() for r in live
+        )
+
+    def run_until_converged(self, timeout: float, check_every: float = 0.05) -> bool:
+        """Run until :meth:`converged` or ``timeout`` virtual seconds pass."""
+        deadline = self.now + timeout
+        while self.now < deadline:
+            if self.converged():
+                return True
+            self.run_for(check_every)
+        return self.converged()
