@@ -7,8 +7,10 @@ version vector (which doubles as an acknowledgement):
 
 - ``PUSH``: updates the peer is not known to have (a ``delta_chunk`` of the replica).
 - ``ACK``: "I now have this version", sent after merging a push.
-- ``SYNC``: the periodic anti-entropy digest, with the peers the sender knows (so a
-  node learns the whole group from one seed). A node that receives a digest pushes
+- ``SYNC``: the periodic anti-entropy digest, with the peers the sender knows when that
+  list changed (so a node learns the whole group from one seed). Each round digests
+  all peers up to 8, then about sqrt(n) of them in turn, so idle traffic stays small in
+  large groups. A node that receives a digest pushes
   what the digest lacks, and answers with its own digest if it lacks something.
 
 Per peer it keeps what the peer acknowledged (``known``) and what was pushed since
@@ -37,6 +39,7 @@ A two-node loop, no network::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, final
@@ -79,6 +82,9 @@ class PeerState:
     known: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
     replica_id: str | None = None
+    peers: frozenset[str] = frozenset()  # the peer's own peers, from its last digest
+    told: frozenset[str] | None = None  # the peer list we last sent it
+    digests: int = 0  # digests sent to it
     last_heard: float | None = None
     next_probe: float = 0.0
     backoff: float = 0.0
@@ -107,6 +113,7 @@ class GossipNode:
         dead_after: silence, in seconds, after which a peer counts as down; it is then
             probed with exponential backoff up to ``max_backoff`` seconds.
         chunk_bytes: payload budget per push frame.
+        learn_peers: add the peers named in received digests (off: a fixed topology).
     """
 
     def __init__(
@@ -119,6 +126,7 @@ class GossipNode:
         dead_after: float = 3.0,
         max_backoff: float = 8.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        learn_peers: bool = True,
     ) -> None:
         if interval <= 0 or dead_after <= 0 or max_backoff < interval or chunk_bytes < 1:
             raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
@@ -128,8 +136,10 @@ class GossipNode:
         self.dead_after = dead_after
         self.max_backoff = max_backoff
         self.chunk_bytes = chunk_bytes
+        self.learn_peers = learn_peers
         self.peers: dict[str, PeerState] = {}
         self.next_sync = 0.0
+        self._round = 0
         self.stats = {
             "frames_in": 0,
             "frames_out": 0,
@@ -160,7 +170,14 @@ class GossipNode:
     def _frame(self, peer: PeerState, kind: int, payload: bytes | None = None) -> Frame:
         body: list[Any] = [kind, self.address, self.replica.replica_id, self.replica.version()]
         if kind == SYNC:
-            body.append(sorted(p for p in self.peers if p != peer.address))
+            # The peer list rides along only when it changed for this peer: at 64 nodes
+            # it would be most of every digest.
+            # It is resent every 8th digest too, in case the one that carried it was lost.
+            current = frozenset(p for p in self.peers if p != peer.address)
+            fresh = current != peer.told or peer.digests % 8 == 0
+            body.append(sorted(current) if fresh else None)
+            peer.told = current
+            peer.digests += 1
         else:
             body.append(payload)
         data = codec.pack(body)
@@ -168,11 +185,13 @@ class GossipNode:
         self.stats["bytes_out"] += len(data)
         return Frame(peer.address, data)
 
-    def _push(self, peer: PeerState) -> list[Frame]:
+    def _push(self, peer: PeerState, skip: dict[str, int] | None = None) -> list[Frame]:
         frames: list[Frame] = []
         ours = self.replica.version()
         for _ in range(MAX_CHUNKS_PER_FLUSH):
             base = _join(peer.known, peer.sent)
+            if skip:
+                base = _join(base, skip)
             if dominates(base, ours):
                 break
             message, covered = self.replica.delta_chunk(base, self.chunk_bytes)
@@ -186,22 +205,60 @@ class GossipNode:
         local writes."""
         frames: list[Frame] = []
         for peer in self.peers.values():
-            if peer.last_heard is None or peer.alive(now, self.dead_after):
+            if peer.last_heard is None or peer.alive(now, self._silence_limit()):
                 frames += self._push(peer)
+        return frames
+
+    def _relay(self, now: float, sender: PeerState) -> list[Frame]:
+        """After a push: forward what is new to the peers that do not hear from its origin
+        directly (by their digests' peer lists; a peer whose list is not known yet is
+        left to anti-entropy). Anything lost that way is repaired by the next digest."""
+        ours = self.replica.version()
+        addresses = {p.replica_id: p.address for p in self.peers.values() if p.replica_id}
+        frames: list[Frame] = []
+        for peer in self.peers.values():
+            limit = self._silence_limit()
+            if peer is sender or not peer.peers or not peer.alive(now, limit):
+                continue
+            skip = {
+                origin: count
+                for origin, count in ours.items()
+                if origin != self.replica.replica_id and addresses.get(origin) in peer.peers
+            }
+            frames += self._push(peer, skip)
         return frames
 
     def next_deadline(self) -> float:
         """When :meth:`tick` next has work: the driver's timer."""
         return self.next_sync
 
+    def _fanout(self) -> int:
+        """Peers digested per round: all of them up to 8, then about sqrt(n), in turn."""
+        return max(8, math.isqrt(len(self.peers) - 1) + 1) if self.peers else 0
+
+    def _silence_limit(self) -> float:
+        """How long a live peer may stay silent: each hears from us every
+        ``peers / fanout`` rounds, and we from it."""
+        rounds = -(-len(self.peers) // max(1, self._fanout()))
+        return max(self.dead_after, self.interval * rounds * 3)
+
     def tick(self, now: float) -> list[Frame]:
-        """Periodic anti-entropy: a digest to each peer, backing off from silent ones."""
+        """Periodic anti-entropy: a digest to the next peers in turn, backing off from
+        silent ones."""
         if now < self.next_sync:
             return []
         self.next_sync = now + self.interval
         frames: list[Frame] = []
-        for peer in self.peers.values():
-            if peer.alive(now, self.dead_after):
+        order = sorted(self.peers)
+        if not order:
+            return frames
+        start = self._round % len(order)
+        chosen = (order[start:] + order[:start])[: self._fanout()]
+        self._round += len(chosen)
+        limit = self._silence_limit()
+        for address in chosen:
+            peer = self.peers[address]
+            if peer.alive(now, limit):
                 peer.backoff = 0.0
             elif now < peer.next_probe:
                 continue
@@ -242,8 +299,11 @@ class GossipNode:
         peer.last_heard = now
         peer.backoff = 0.0
         if kind == SYNC:
-            for address in extra:
-                self.add_peer(address)
+            if extra is not None:
+                peer.peers = frozenset(extra)
+                if self.learn_peers:
+                    for address in extra:
+                        self.add_peer(address)
             # A digest is the truth about the peer, even if it went down (it restarted
             # with less): forget what it acknowledged before and what was sent since.
             # A stale digest overtaken by a newer one costs one redundant push, no more.
@@ -255,8 +315,7 @@ class GossipNode:
             return frames
         peer.known = _join(peer.known, version)  # a PUSH or ACK: the sender has this much
         if kind == PUSH:
-            frames = [self._frame(peer, ACK)]
-            return frames + self.flush(now)  # relay what was new to everyone else
+            return [self._frame(peer, ACK), *self._relay(now, peer)]
         return []
 
     def converged_with(self, address: str) -> bool:
@@ -278,7 +337,7 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
     replica_id = as_actor(body[2], "gossip sender replica id")
     version = check_vector(body[3], "gossip sender version")
     extra = body[4]
-    if kind == SYNC:
+    if kind == SYNC and extra is not None:
         peers = as_list(extra, "gossip peer list")
         if len(peers) > MAX_PEERS_LEARNED:
             raise DecodeError("gossip peer list too long")

@@ -59,6 +59,7 @@ class SimNetwork:
         drop: probability that a message is lost.
         duplicate: probability that a message is delivered twice.
         interval: anti-entropy period of every node, in virtual seconds.
+        learn_peers: whether nodes adopt peers named in digests (off keeps a ring a ring).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class SimNetwork:
         duplicate: float = 0.0,
         interval: float = 0.5,
         chunk_bytes: int = 64 * 1024,
+        learn_peers: bool = True,
     ) -> None:
         if not 0 <= drop < 1 or not 0 <= duplicate < 1 or not 0 <= latency[0] <= latency[1]:
             raise ValueError("drop and duplicate in [0, 1), 0 <= latency low <= high")
@@ -80,6 +82,7 @@ class SimNetwork:
         self.duplicate = duplicate
         self.interval = interval
         self.chunk_bytes = chunk_bytes
+        self.learn_peers = learn_peers
         self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self.blocked: set[tuple[str, str]] = set()
@@ -99,9 +102,9 @@ class SimNetwork:
         replica = Replica(name, clock=lambda: max(0.0, self.now + clock_skew))
         known = list(self.nodes) if peers is None else list(peers)
         node = SimNode(name, replica, self._gossip(replica, name, known), clock_skew)
-        if peers is None:
-            for other in self.nodes.values():
-                other.gossip.add_peer(name)
+        for other in known if peers is not None else self.nodes:
+            if other in self.nodes:
+                self.nodes[other].gossip.add_peer(name)  # links are symmetric
         self.nodes[name] = node
         self._schedule(self.now + self.random.uniform(0, self.interval), "tick", name)
         return node
@@ -113,9 +116,20 @@ class SimNetwork:
             peers=peers,
             interval=self.interval,
             dead_after=self.interval * 6,
-            max_backoff=self.interval * 8,
+            max_backoff=self.interval * 4,
             chunk_bytes=self.chunk_bytes,
+            learn_peers=self.learn_peers,
         )
+
+    def missing_updates(self) -> int:
+        """Divergence: updates some live node has that others lack, summed over nodes."""
+        live = [n.replica.version() for n in self.nodes.values() if n.up]
+        union: dict[str, int] = {}
+        for version in live:
+            for origin, count in version.items():
+                union[origin] = max(union.get(origin, 0), count)
+        total = sum(union.values())
+        return sum(total - sum(version.values()) for version in live)
 
     def replica(self, name: str) -> Replica:
         return self.nodes[name].replica

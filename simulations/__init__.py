@@ -1,0 +1,1 @@
+"""Partition scenarios on the simulated network: ``python -m simulations <scenario>``."""
