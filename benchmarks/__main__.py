@@ -17,13 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import local_ops, merge_cost, sizes, traces
+from benchmarks import gossip, local_ops, merge_cost, sizes, traces
 
 SUITES: dict[str, Callable[[bool], Table]] = {
     "local": local_ops.run,
     "traces": traces.run,
     "merge": merge_cost.run,
     "sizes": sizes.run,
+    "gossip": gossip.run,
 }
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITES), help="suites to run")
     parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=160)
     import pycrdt
 
     console.print(

@@ -53,6 +53,7 @@ RECONNECT_IVL_MS: Final = 100
 RECONNECT_IVL_MAX_MS: Final = 2_000
 RECEIVE_BATCH: Final = 256
 START_TIMEOUT: Final = 10.0
+STOP_FLUSH_SECONDS: Final = 1.0
 
 
 class ZmqGossip:
@@ -220,11 +221,23 @@ class ZmqGossip:
                     frames += node.receive(parts[1], now)
             frames += node.tick(now)
             self._send(frames, dealers)
-        # Best effort: hand what is pending to the sockets; LINGER bounds the wait.
-        self._send(node.flush(time.monotonic()), dealers)
+        # Best effort: hand what is pending to the sockets, for at most STOP_FLUSH_SECONDS;
+        # LINGER then bounds how long closing waits for them to leave.
+        now = time.monotonic()
+        self._send(node.flush(now), dealers, deadline=now + STOP_FLUSH_SECONDS)
 
-    def _send(self, frames: list[Frame], dealers: dict[str, zmq.Socket[bytes]]) -> None:
+    def _send(
+        self,
+        frames: list[Frame],
+        dealers: dict[str, zmq.Socket[bytes]],
+        deadline: float | None = None,
+    ) -> None:
         for frame in frames:
+            # stop() is waiting: what is not handed over now, anti-entropy resends later.
+            if deadline is None and self._stopping.is_set():
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
             dealer = dealers.get(frame.peer)
             if dealer is None:
                 dealer = self._dealer(frame.peer)
