@@ -4,8 +4,7 @@ A write gets a fresh dot and its context covers every dot the writer had seen, s
 keeps exactly the non-dominated writes (Almeida et al., 2018, figure 5). Values come out
 sorted by their canonical encoding, with equal values once, the same on every replica.
 
->>> from crdtmem.errors import DecodeError
-from crdtmem.crdt import Writer
+>>> from crdtmem.crdt import Writer
 >>> a, b = MVRegister.empty(), MVRegister.empty()
 >>> a.absorb(a.set_delta(Writer.fixed("a"), "x")); b.absorb(b.set_delta(Writer.fixed("b"), "y"))
 >>> a.join(b).value()

@@ -10,8 +10,7 @@ remove survive, so the map never resurrects what was removed.
 A key may, through concurrent first uses on two replicas, hold fields of two types; both
 are kept and merged, and readers see the one with the lowest type tag, on every replica.
 
->>> from crdtmem.errors import DecodeError
-from crdtmem.crdt import Writer
+>>> from crdtmem.crdt import Writer
 >>> from crdtmem.pncounter import PNCounter
 >>> m = ORMap.empty(); w = Writer.fixed("a")
 >>> votes = PNCounter.empty()

@@ -16,8 +16,7 @@ its elements are visible, with a cursor remembering the last chunk used: index l
 near the previous one (typing) are O(1), others walk the chunk list, and an id lookup is
 a dict access plus a scan of one chunk.
 
->>> from crdtmem.errors import DecodeError
-from crdtmem.crdt import Writer
+>>> from crdtmem.crdt import Writer
 >>> doc = RGA.empty(); w = Writer.fixed("a")
 >>> for i, ch in enumerate("hllo"): doc.absorb(doc.insert_delta(w, i, ch))
 >>> doc.absorb(doc.insert_delta(w, 1, "e")); doc.absorb(doc.delete_delta(w, 0))

@@ -13,8 +13,7 @@ otherwise a mirror of the text turns code points into byte offsets.
 pycrdt's ``Doc`` needs a client id; it is derived from the replica id (never random) so
 that a replica always writes as the same pycrdt client.
 
->>> from crdtmem.errors import DecodeError
-from crdtmem.crdt import Writer
+>>> from crdtmem.crdt import Writer
 >>> t = TextCRDT.empty(); w = Writer.fixed("a")
 >>> t.absorb(t.insert_delta(w, 0, "héllo")); t.absorb(t.insert_delta(w, 5, " wörld"))
 >>> t.absorb(t.delete_delta(w, 0, 1)); t.value()

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import zmq
 
@@ -54,6 +54,37 @@ RECONNECT_IVL_MAX_MS: Final = 2_000
 RECEIVE_BATCH: Final = 256
 START_TIMEOUT: Final = 10.0
 STOP_FLUSH_SECONDS: Final = 1.0
+
+
+S = TypeVar("S", bound=zmq.Socket[Any])
+
+
+def configure_router(router: S) -> S:
+    """The inbound socket's options (see the module docstring)."""
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    return router
+
+
+def connect_dealer(dealer: zmq.Socket[Any], address: str, me: str) -> bool:
+    """Set an outbound socket's options and connect it; False (socket closed) if the
+    address is unusable."""
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
+    dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
+    dealer.setsockopt(zmq.LINGER, LINGER_MS)
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    dealer.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    try:
+        dealer.connect(address)
+    except zmq.ZMQError as exc:
+        logger.warning("%s: cannot connect to peer %r: %s", me, address, exc)
+        dealer.close(linger=0)
+        return False
+    return True
 
 
 class ZmqGossip:
@@ -164,11 +195,7 @@ class ZmqGossip:
         router: zmq.Socket[bytes] | None = None
         dealers: dict[str, zmq.Socket[bytes]] = {}
         try:
-            router = self._context.socket(zmq.ROUTER)
-            router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-            router.setsockopt(zmq.LINGER, 0)
-            router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            router = configure_router(self._context.socket(zmq.ROUTER))
             router.bind(self.bind)
             self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
             self.node = GossipNode(
@@ -251,22 +278,11 @@ class ZmqGossip:
 
     def _dealer(self, address: str) -> zmq.Socket[bytes] | None:
         dealer: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.IMMEDIATE, 1)
-        dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
-        dealer.setsockopt(zmq.LINGER, LINGER_MS)
-        dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-        dealer.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-        try:
-            dealer.connect(address)
-        except zmq.ZMQError as exc:
-            logger.warning("%s: cannot connect to peer %r: %s", self.address, address, exc)
-            dealer.close(linger=0)
-            if self.node is not None:
-                self.node.remove_peer(address)
-            return None
-        return dealer
+        if connect_dealer(dealer, address, self.address):
+            return dealer
+        if self.node is not None:
+            self.node.remove_peer(address)
+        return None
 
     # --- observation ---------------------------------------------------------------------
 
