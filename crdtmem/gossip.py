@@ -85,6 +85,7 @@ class PeerState:
     peers: frozenset[str] = frozenset()  # the peer's own peers, from its last digest
     told: frozenset[str] | None = None  # the peer list we last sent it
     digests: int = 0  # digests sent to it
+    pushed_at: float = float("-inf")  # when we last pushed to it
     last_heard: float | None = None
     next_probe: float = 0.0
     backoff: float = 0.0
@@ -185,7 +186,7 @@ class GossipNode:
         self.stats["bytes_out"] += len(data)
         return Frame(peer.address, data)
 
-    def _push(self, peer: PeerState, skip: dict[str, int] | None = None) -> list[Frame]:
+    def _push(self, peer: PeerState, now: float, skip: dict[str, int] | None = None) -> list[Frame]:
         frames: list[Frame] = []
         ours = self.replica.version()
         for _ in range(MAX_CHUNKS_PER_FLUSH):
@@ -196,6 +197,7 @@ class GossipNode:
                 break
             message, covered = self.replica.delta_chunk(base, self.chunk_bytes)
             peer.sent = _join(peer.sent, covered)
+            peer.pushed_at = now
             self.stats["pushes"] += 1
             frames.append(self._frame(peer, PUSH, message))
         return frames
@@ -206,7 +208,7 @@ class GossipNode:
         frames: list[Frame] = []
         for peer in self.peers.values():
             if peer.last_heard is None or peer.alive(now, self._silence_limit()):
-                frames += self._push(peer)
+                frames += self._push(peer, now)
         return frames
 
     def _relay(self, now: float, sender: PeerState) -> list[Frame]:
@@ -225,7 +227,7 @@ class GossipNode:
                 for origin, count in ours.items()
                 if origin != self.replica.replica_id and addresses.get(origin) in peer.peers
             }
-            frames += self._push(peer, skip)
+            frames += self._push(peer, now, skip)
         return frames
 
     def next_deadline(self) -> float:
@@ -305,11 +307,13 @@ class GossipNode:
                     for address in extra:
                         self.add_peer(address)
             # A digest is the truth about the peer, even if it went down (it restarted
-            # with less): forget what it acknowledged before and what was sent since.
-            # A stale digest overtaken by a newer one costs one redundant push, no more.
+            # with less): forget what it acknowledged before. What was pushed recently
+            # may still be in flight and is not sent again; pushes older than two
+            # intervals that the digest does not show are presumed lost, and resent.
             peer.known = dict(version)
-            peer.sent = {}
-            frames = self._push(peer)
+            if now - peer.pushed_at > 2 * self.interval:
+                peer.sent = {}
+            frames = self._push(peer, now)
             if not dominates(self.replica.version(), version):
                 frames.append(self._frame(peer, SYNC))
             return frames

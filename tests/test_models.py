@@ -75,6 +75,28 @@ def test_text_matches_a_python_str_with_any_unicode(ops: list[tuple[bool, float,
     assert TextCRDT.decode(text.encode()).value() == model
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_text_matches_a_python_str_over_thousands_of_ops(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = "abc dé→😀\n中"
+    writer = Writer.fixed("solo")
+    text, model = TextCRDT.empty(), ""
+    for _ in range(3000):
+        if rng.random() < 0.65 or not model:
+            position = len(model) if rng.random() < 0.5 else rng.randint(0, len(model))
+            chunk = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+            text.absorb(text.insert_delta(writer, position, chunk))
+            model = model[:position] + chunk + model[position:]
+        else:
+            position = rng.randrange(len(model))
+            count = rng.randint(1, min(5, len(model) - position))
+            text.absorb(text.delete_delta(writer, position, count))
+            model = model[:position] + model[position + count :]
+        assert len(text) == len(model)
+    assert text.value() == model
+    assert TextCRDT.decode(text.encode()).value() == model
+
+
 def test_text_counts_code_points_and_rejects_positions_outside() -> None:
     writer = Writer.fixed("a")
     text = TextCRDT.empty()
