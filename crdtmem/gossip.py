@@ -115,6 +115,7 @@ class GossipNode:
             probed with exponential backoff up to ``max_backoff`` seconds.
         chunk_bytes: payload budget per push frame.
         learn_peers: add the peers named in received digests (off: a fixed topology).
+        compact: trim the replica's log of updates every peer has acknowledged.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class GossipNode:
         max_backoff: float = 8.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         learn_peers: bool = True,
+        compact: bool = True,
     ) -> None:
         if interval <= 0 or dead_after <= 0 or max_backoff < interval or chunk_bytes < 1:
             raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
@@ -138,6 +140,7 @@ class GossipNode:
         self.max_backoff = max_backoff
         self.chunk_bytes = chunk_bytes
         self.learn_peers = learn_peers
+        self.compact = compact
         self.peers: dict[str, PeerState] = {}
         self.next_sync = 0.0
         self._round = 0
@@ -244,12 +247,27 @@ class GossipNode:
         rounds = -(-len(self.peers) // max(1, self._fanout()))
         return max(self.dead_after, self.interval * rounds * 3)
 
+    def stable_version(self) -> dict[str, int]:
+        """What every known peer has acknowledged (pointwise minimum), or nothing when
+        there is no peer.
+
+        A peer that has not answered yet holds trimming back, so that a slow start does
+        not cost it a full state; a peer gone for good should be removed
+        (:meth:`remove_peer`), or it holds the log forever."""
+        if not self.peers:
+            return {}
+        ours = self.replica.version()
+        known = [p.known for p in self.peers.values()]
+        return {o: min([c, *(k.get(o, 0) for k in known)]) for o, c in ours.items()}
+
     def tick(self, now: float) -> list[Frame]:
         """Periodic anti-entropy: a digest to the next peers in turn, backing off from
-        silent ones."""
+        silent ones; and trimming the log of what every peer has acknowledged."""
         if now < self.next_sync:
             return []
         self.next_sync = now + self.interval
+        if self.compact:
+            self.replica.compact_log(self.stable_version())
         frames: list[Frame] = []
         order = sorted(self.peers)
         if not order:
@@ -306,12 +324,13 @@ class GossipNode:
                 if self.learn_peers:
                     for address in extra:
                         self.add_peer(address)
-            # A digest is the truth about the peer, even if it went down (it restarted
-            # with less): forget what it acknowledged before. What was pushed recently
-            # may still be in flight and is not sent again; pushes older than two
-            # intervals that the digest does not show are presumed lost, and resent.
-            peer.known = dict(version)
-            if now - peer.pushed_at > 2 * self.interval:
+            # What a peer acknowledged it keeps (a durable replica restarts with it; one
+            # that lost its memory comes back under a new replica id, handled above),
+            # so a digest only adds to `known`: one overtaken by a newer ACK must not
+            # drag it back below what the log was trimmed to. Pushes the digest does not
+            # show are presumed lost once an interval old, and resent.
+            peer.known = _join(peer.known, version)
+            if now - peer.pushed_at > self.interval:
                 peer.sent = {}
             frames = self._push(peer, now)
             if not dominates(self.replica.version(), version):

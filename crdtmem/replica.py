@@ -278,14 +278,52 @@ class Replica:
             return dict(sorted(self._version.items()))
 
     def stats(self) -> dict[str, int]:
-        """Sizes and counters for monitoring."""
+        """Sizes and counters for monitoring (cheap: no state is encoded)."""
         with self._lock:
             return {
                 "fields": len(self._fields),
                 "log_entries": sum(len(entries) for entries in self._log.values()),
+                "log_bytes": sum(len(e[3]) for entries in self._log.values() for e in entries),
                 "buffered_updates": self._buffered,
+                "storage_bytes": self._storage.size() if self._storage is not None else 0,
                 **self._stats,
             }
+
+    # --- compaction ---------------------------------------------------------------------
+
+    def compact_log(self, stable: Mapping[str, int]) -> int:
+        """Drop log entries that every peer is known to have: for each origin, those up
+        to ``stable[origin]``. Returns how many were dropped.
+
+        Always safe: a peer that turns out to be further behind is sent the full state
+        instead of the missing updates. Gossip calls this with what all its peers have
+        acknowledged.
+        """
+        dropped = 0
+        with self._lock:
+            for origin, acknowledged in _check_version_arg(stable).items():
+                entries = self._log.get(origin)
+                start = self._log_start.get(origin, 1)
+                upto = min(acknowledged, self._version.get(origin, 0))
+                if entries is None or upto < start:
+                    continue
+                count = upto - start + 1
+                del entries[:count]
+                self._log_start[origin] = upto + 1
+                dropped += count
+        return dropped
+
+    def compact_storage(self) -> int:
+        """Rewrite the durable log as one snapshot of the current state (atomically), so
+        disk use follows the state, not the history. Returns the bytes it now takes."""
+        with self._lock:
+            if self._storage is None:
+                return 0
+            self._storage.rewrite([self._state_message()])
+            for origin, count in self._version.items():
+                self._log.setdefault(origin, []).clear()
+                self._log_start[origin] = count + 1
+            return self._storage.size()
 
     # --- sync -------------------------------------------------------------------------
 

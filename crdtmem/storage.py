@@ -106,6 +106,29 @@ class Storage:
         """Store a full-state message before it is joined."""
         self._append([STATE_RECORD, message])
 
+    def size(self) -> int:
+        """Bytes in the log file."""
+        return os.fstat(self._fd).st_size if self._fd >= 0 else 0
+
+    def rewrite(self, states: list[bytes]) -> None:
+        """Replace the log, atomically, by one state record per message in ``states``.
+
+        The new log is written beside the old one, flushed to disk, renamed over it and
+        the folder synced, so a crash at any moment leaves the old log or the new one.
+        """
+        temporary = self.log_path + ".compacting"
+        with open(temporary, "wb") as handle:
+            for message in states:
+                payload = codec.pack_body([STATE_RECORD, message])
+                handle.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.log_path)
+        _sync_folder(self.folder)
+        fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+        os.close(self._fd)
+        self._fd = fd
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -185,7 +208,12 @@ def _write_atomically(target: str, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target)
-    folder_fd = os.open(os.path.dirname(target) or ".", os.O_RDONLY)
+    _sync_folder(os.path.dirname(target) or ".")
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable."""
+    folder_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(folder_fd)
     finally:

@@ -147,6 +147,8 @@ class AsyncZmqGossip:
                 if receiving in done:
                     frames += self._handle(node, receiving.result(), now)
                     for _ in range(RECEIVE_BATCH):
+                        if self._stopping:
+                            break
                         try:
                             parts = router.recv_multipart(zmq.NOBLOCK)
                             frames += self._handle(node, await parts, now)

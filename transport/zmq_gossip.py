@@ -237,6 +237,8 @@ class ZmqGossip:
                 frames += node.flush(now)
             if router in ready:
                 for _ in range(RECEIVE_BATCH):
+                    if self._stopping.is_set():
+                        break  # what is left unread, the peers resend after we return
                     try:
                         parts = router.recv_multipart(zmq.NOBLOCK, copy=True)
                     except zmq.Again:
