@@ -10,7 +10,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,19 +20,9 @@ from rich.table import Table
 
 from crdtmem import Replica
 from transport import SimNetwork, ZmqGossip
+from transport.loopback import free_loopback_addresses as free_addresses
 
 INTERVAL = 0.5
-
-
-def free_addresses(count: int) -> list[str]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def agent(name: str, bind: str, peers: list[str], pipe: Connection, arrivals: Any) -> None:

@@ -114,21 +114,27 @@ class ORMap(CrdtBase):
         keys = ORSet.from_wire(keys_obj)
         if any(type(k) is not str for k in keys.elements.values()):
             raise DecodeError("map keys must be str")
-        fields: dict[str, dict[int, CRDT]] = {}
-        for item in as_list(fields_obj, "map fields"):
-            key_obj, entries_obj = as_list(item, "map field", 2)
-            key = as_str(key_obj, "map key")
-            if key in fields:
-                raise DecodeError(f"map key {key!r} repeated")
-            entries: dict[int, CRDT] = {}
-            for entry in as_list(entries_obj, f"map field {key!r}"):
-                tag_obj, state_obj = as_list(entry, f"map field {key!r}", 2)
-                kind = crdt_type(as_int(tag_obj, "type tag"))
-                if kind.TAG in entries:
-                    raise DecodeError(f"map key {key!r}: type tag {kind.TAG} repeated")
-                entries[kind.TAG] = kind.from_wire(state_obj, depth + 1)
-            fields[key] = entries
-        return cls(keys, fields)
+        return cls(keys, decode_fields(fields_obj, "map field", depth + 1))
+
+
+def decode_fields(obj: object, what: str, depth: int = 0) -> dict[str, dict[int, CRDT]]:
+    """Decode ``[[name, [[tag, state], ...]], ...]``: named fields, each holding one
+    state per type tag (the shape of a map's fields and of a replica's full state)."""
+    fields: dict[str, dict[int, CRDT]] = {}
+    for item in as_list(obj, f"{what}s"):
+        name_obj, entries_obj = as_list(item, what, 2)
+        name = as_str(name_obj, f"{what} name")
+        if name in fields:
+            raise DecodeError(f"{what} {name!r} repeated")
+        entries: dict[int, CRDT] = {}
+        for entry in as_list(entries_obj, f"{what} {name!r}"):
+            tag_obj, state_obj = as_list(entry, f"{what} {name!r}", 2)
+            kind = crdt_type(as_int(tag_obj, "type tag"))
+            if kind.TAG in entries:
+                raise DecodeError(f"{what} {name!r}: type tag {kind.TAG} repeated")
+            entries[kind.TAG] = kind.from_wire(state_obj, depth)
+        fields[name] = entries
+    return fields
 
 
 def crdt_type(tag: int) -> type[CRDT]:

@@ -36,7 +36,7 @@ from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
 from crdtmem.crdt import CRDT, Writer
 from crdtmem.errors import DecodeError, TypeMismatch
 from crdtmem.hlc import HybridLogicalClock
-from crdtmem.ormap import ORMap, crdt_type, visible
+from crdtmem.ormap import ORMap, crdt_type, decode_fields, visible
 
 logger = logging.getLogger("crdtmem.replica")
 
@@ -636,21 +636,7 @@ def _decode_state(body: list[Any]) -> tuple[str, dict[str, int], dict[str, dict[
     sender_obj, vector_obj, fields_obj = body
     sender = as_actor(sender_obj, "state sender")
     vector = check_vector(vector_obj, "state version")
-    states: dict[str, dict[int, CRDT]] = {}
-    for item in as_list(fields_obj, "state fields"):
-        name_obj, entries_obj = as_list(item, "state field", 2)
-        name = as_str(name_obj, "field name")
-        if name in states:
-            raise DecodeError(f"field {name!r} repeated in state")
-        entries: dict[int, CRDT] = {}
-        for entry in as_list(entries_obj, f"state field {name!r}"):
-            tag_obj, wire = as_list(entry, f"state field {name!r}", 2)
-            kind = crdt_type(as_int(tag_obj, "type tag"))
-            if kind.TAG in entries:
-                raise DecodeError(f"field {name!r}: type repeated")
-            entries[kind.TAG] = kind.from_wire(wire)
-        states[name] = entries
-    return sender, vector, states
+    return sender, vector, decode_fields(fields_obj, "state field")
 
 
 from crdtmem.fields import (  # noqa: E402  (the handles refer back to Replica)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from crdtmem import Replica
 from transport import ZmqGossip
+from transport.loopback import free_loopback_addresses as free_addresses
 
 AGENTS = ("researcher", "analyst", "writer")
 console = Console()
@@ -82,17 +82,6 @@ def agent(role: str, bind: str, peers: list[str], commands: Connection) -> None:
 
 
 # --- the orchestrator ---------------------------------------------------------------------
-
-
-def free_addresses(count: int) -> list[str]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Orchestrator:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
@@ -11,17 +10,7 @@ import pytest
 
 from crdtmem import Replica
 from transport import AsyncZmqGossip, ZmqGossip
-
-
-def addresses(count: int) -> list[str]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from transport.loopback import free_loopback_addresses as addresses
 
 
 async def until(condition: object, timeout: float = 20.0) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import socket
 import subprocess
 import sys
 import time
@@ -16,20 +15,10 @@ import zmq
 
 from crdtmem import Replica, codec
 from transport import ZmqGossip
+from transport.loopback import free_loopback_addresses as addresses
 
 AGENT = str(Path(__file__).with_name("zmq_agent.py"))
 ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Agents:
@@ -114,10 +103,6 @@ def agents() -> Iterator[Agents]:
         yield group
     finally:
         group.kill_all()
-
-
-def addresses(count: int) -> list[str]:
-    return [f"tcp://127.0.0.1:{port}" for port in free_ports(count)]
 
 
 def assert_all_equal(values: dict[str, str]) -> None:
