@@ -23,13 +23,17 @@ A two-replica loop, no network::
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
+import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, final
 
+from crdtmem import checkpoints as ckpt
 from crdtmem import codec
 from crdtmem.causality import check_vector, dominates
 from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
@@ -104,6 +108,7 @@ class Replica:
             simulations. Defaults to ``time.time``.
         durability: with ``path``, ``"process"`` (survive ``kill -9``, the default) or
             ``"fsync"`` (also survive power loss, at the cost of one fsync per update).
+        keep_checkpoints: how many checkpoints to keep (the oldest go first).
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class Replica:
         path: str | None = None,
         clock: Callable[[], float] = time.time,
         durability: str = "process",
+        keep_checkpoints: int = 10,
     ) -> None:
         self.replica_id: Final = check_replica_id(replica_id)
         self._lock = threading.RLock()
@@ -127,8 +133,15 @@ class Replica:
         self._local_deps: dict[str, int] | None = {}
         self._subscribers: list[tuple[Callable[[ChangeEvent], None], str | None]] = []
         self._stats = {"rejected_messages": 0, "dropped_early_updates": 0}
+        if keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be at least 1")
+        self._clock = clock
+        self._keep_checkpoints = keep_checkpoints
+        self._history: builtins.list[ckpt.Stored] = []
+        self._checkpoint_folder: str | None = None
         self._storage: Storage | None = None
         if path is not None:
+            self._checkpoint_folder = os.path.join(path, ckpt.FOLDER)
             storage = Storage.open(path, self.replica_id, durability)
             try:
                 storage.restore_into(self)
@@ -136,6 +149,7 @@ class Replica:
                 storage.close()
                 raise
             self._storage = storage
+            self._history = ckpt.load_folder(self._checkpoint_folder)
 
     def __repr__(self) -> str:
         return f"Replica({self.replica_id!r}, version={self.version()})"
@@ -257,7 +271,10 @@ class Replica:
         for key, key_tag in path[1:]:
             assert isinstance(state, ORMap)
             containers.append(state)
-            state = state.field(key, key_tag) or crdt_type(key_tag).empty()
+            nested = state.field(key, key_tag)
+            # `is None`, not `or`: an existing but empty list or set is falsy, and a fresh
+            # one in its place would reuse element ids the real one already holds.
+            state = nested if nested is not None else crdt_type(key_tag).empty()
         delta = mutate(state)
         for container, (key, _) in zip(reversed(containers), reversed(path[1:]), strict=True):
             delta = container.update_delta(self._writer, key, delta)
@@ -508,6 +525,108 @@ class Replica:
         sender, vector, states = _decode_state(body)
         self._join_state(sender, vector, states, [])
         self._drain([])
+
+    # --- checkpoints and time travel -----------------------------------------------------
+
+    def checkpoint(self, label: str | None = None) -> ckpt.Checkpoint:
+        """Snapshot the current state (checksummed; on disk and verified for a durable
+        replica). Only the last ``keep_checkpoints`` are kept."""
+        if label is not None and type(label) is not str:
+            raise TypeError("checkpoint labels are str")
+        with self._lock:
+            state = self._state_message()
+            number = self._history[-1].checkpoint.number + 1 if self._history else 1
+            made = ckpt.Checkpoint(
+                number,
+                label,
+                dict(self._version),
+                float(self._clock()),
+                len(state),
+                zlib.crc32(state),
+            )
+            folder = self._checkpoint_folder
+            if folder is not None:
+                ckpt.write_file(folder, made, state)
+            self._history.append(ckpt.Stored(made, None if folder else state))
+            while len(self._history) > self._keep_checkpoints:
+                dropped = self._history.pop(0)
+                if folder is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(folder, f"{dropped.checkpoint.number:010d}.ckpt"))
+            return made
+
+    def checkpoints(self) -> builtins.list[ckpt.Checkpoint]:
+        """The kept checkpoints, oldest first, with their versions and times."""
+        with self._lock:
+            return [stored.checkpoint for stored in self._history]
+
+    def at(self, target: ckpt.Checkpoint | Mapping[str, int]) -> ckpt.View:
+        """A read-only view of the past: at a checkpoint, or at a version vector (reached
+        from the newest checkpoint it includes plus the logged updates after it).
+
+        Raises:
+            ValueError: the checkpoint is no longer kept; the version is not one this
+                replica has passed through (it is beyond what is applied, or not causally
+                closed), or the updates it needs were trimmed from the log.
+        """
+        with self._lock:
+            if isinstance(target, ckpt.Checkpoint):
+                stored = next(
+                    (s for s in self._history if s.checkpoint.number == target.number), None
+                )
+                if stored is None:
+                    raise ValueError(f"checkpoint {target.number} is no longer kept")
+                return self._view(ckpt.read_state(self._checkpoint_folder, stored), {})
+            wanted = {k: v for k, v in _check_version_arg(target).items() if v}
+            if not dominates(self._version, wanted):
+                raise ValueError(f"version {wanted} is beyond what this replica has applied")
+            base = ckpt.base_for(self._history, wanted)
+            start = base.checkpoint.version if base is not None else {}
+            runs: builtins.list[tuple[str, int, builtins.list[LogEntry]]] = []
+            for origin, count in wanted.items():
+                first = start.get(origin, 0) + 1
+                if first > count:
+                    continue
+                log_start = self._log_start.get(origin, 1)
+                if first < log_start:
+                    raise ValueError(
+                        f"updates {first}..{log_start - 1} of {origin!r} were trimmed from the "
+                        "log: travel to a checkpoint instead"
+                    )
+                runs.append(
+                    (origin, first, self._log[origin][first - log_start : count - log_start + 1])
+                )
+            state = ckpt.read_state(self._checkpoint_folder, base) if base else None
+        view = self._view(state, wanted, updates_message(runs))
+        if view.version() != wanted:
+            raise ValueError(
+                f"version {wanted} is not causally closed: it has updates "
+                "without what they depend on"
+            )
+        return view
+
+    def _view(
+        self, state: bytes | None, wanted: Mapping[str, int], updates: bytes | None = None
+    ) -> ckpt.View:
+        past = Replica(self.replica_id, clock=self._clock)
+        if state is not None:
+            past.merge(state)
+        if updates is not None:
+            past.merge(updates)
+        return ckpt.View(past)
+
+    def restore(self, checkpoint: ckpt.Checkpoint) -> builtins.list[str]:
+        """Bring every field's value back to what it was at ``checkpoint`` by making new
+        updates (peers converge to them like to any update). Fields created since are
+        emptied. Returns the fields that could not be restored exactly: grow-only
+        counters that grew, and multi-value registers that held several values."""
+        view = self.at(checkpoint)
+        # Ordinary mutations, each under the lock: subscribers see them as they happen.
+        return ckpt.restore_fields(self, view._replica._fields)
+
+    def _fields_snapshot(self) -> dict[str, dict[int, CRDT]]:
+        with self._lock:
+            return {name: dict(entries) for name, entries in self._fields.items()}
 
     # --- subscriptions ----------------------------------------------------------------
 

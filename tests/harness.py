@@ -79,13 +79,19 @@ def _map_apply(state: ORMap, writer: Writer, op: Op) -> ORMap | None:
     if op[0] == "remove":
         return state.remove_delta(writer, op[1])
     _, key, nested_kind, argument = op
-    nested: Any = state.field(key, nested_kind.TAG) or nested_kind.empty()
+    nested: Any = state.field(key, nested_kind.TAG)
+    if nested is None:  # not `or`: an empty list or set is falsy but exists
+        nested = nested_kind.empty()
     if nested_kind is PNCounter:
         return state.update_delta(writer, key, nested.increment_delta(writer, argument))
     if nested_kind is ORSet:
         return state.update_delta(writer, key, nested.add_delta(writer, argument))
+    if nested_kind is RGA:
+        return state.update_delta(writer, key, nested.insert_delta(writer, 0, argument))
     if nested_kind is ORMap:
-        inner: Any = nested.field("n", PNCounter.TAG) or PNCounter.empty()
+        inner: Any = nested.field("n", PNCounter.TAG)
+        if inner is None:
+            inner = PNCounter.empty()
         inner_delta = nested.update_delta(writer, "n", inner.increment_delta(writer, argument))
         return state.update_delta(writer, key, inner_delta)
     return state.update_delta(writer, key, nested.set_delta(writer, argument))
@@ -134,6 +140,7 @@ SPECS: list[TypeSpec] = [
             st.tuples(st.just("update"), map_keys, st.just(ORSet), hashable_values),
             st.tuples(st.just("update"), map_keys, st.just(LWWRegister), small_values),
             st.tuples(st.just("update"), map_keys, st.just(ORMap), st.integers(-3, 3)),
+            st.tuples(st.just("update"), map_keys, st.just(RGA), small_values),
             st.tuples(st.just("remove"), map_keys),
         ),
         _map_apply,

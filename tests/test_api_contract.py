@@ -143,6 +143,19 @@ def test_map_of_nested_fields() -> None:
     assert "votes" not in m.value
 
 
+def test_nested_fields_emptied_or_removed_keep_working() -> None:
+    a, b = Replica("a"), Replica("b")
+    m = a.map("m")
+    m.list("notes").append("one")
+    m.list("notes").delete(0)  # the nested list is now empty, but exists
+    m.list("notes").append("two")
+    m.set("tags").add("t")
+    m.remove("tags")
+    m.set("tags").add("again")
+    b.merge(a.delta_since())
+    assert a.map("m").value == b.map("m").value == {"notes": ["two"], "tags": frozenset({"again"})}
+
+
 def test_text_positions_are_code_points() -> None:
     t = Replica("a").text("t")
     t.insert(0, "naïve 😀 café")
