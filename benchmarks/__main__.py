@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import gossip, local_ops, merge_cost, sizes, traces
+from benchmarks import durability, gossip, local_ops, merge_cost, sizes, traces
 
 SUITES: dict[str, Callable[[bool], Table]] = {
     "local": local_ops.run,
@@ -25,6 +25,7 @@ SUITES: dict[str, Callable[[bool], Table]] = {
     "merge": merge_cost.run,
     "sizes": sizes.run,
     "gossip": gossip.run,
+    "durability": durability.run,
 }
 
 

@@ -106,8 +106,9 @@ class Replica:
         path: folder for durable state (see ``crdtmem.storage``); ``None`` keeps it in memory.
         clock: seconds since the epoch, for LWW timestamps; inject a virtual clock in
             simulations. Defaults to ``time.time``.
-        durability: with ``path``, ``"process"`` (survive ``kill -9``, the default) or
-            ``"fsync"`` (also survive power loss, at the cost of one fsync per update).
+        durability: with ``path``, ``"process"`` (survive ``kill -9``, the default),
+            ``"group"`` (also fsync every 64 updates: power loss costs at most those) or
+            ``"fsync"`` (survive power loss, at the cost of one fsync per update).
         keep_checkpoints: how many checkpoints to keep (the oldest go first).
     """
 

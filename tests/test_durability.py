@@ -174,6 +174,16 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
     assert len(acknowledged) >= 250
 
 
+@pytest.mark.parametrize("mode", ["process", "group", "fsync"])
+def test_every_durability_mode_restores(tmp_path: Path, mode: str) -> None:
+    folder = str(tmp_path / mode)
+    r = Replica("a", path=folder, durability=mode)
+    for i in range(100):
+        r.list("l").append(i)
+    r.close()
+    assert Replica("a", path=folder).list("l").value == list(range(100))
+
+
 def test_storage_rejects_unknown_durability(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Storage.open(str(tmp_path / "x"), "a", durability="maybe")
