@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,9 @@ class Agents:
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
-    def start(self, name: str, bind: str, peers: list[str], expect: int, **extra: int) -> None:
+    def start(
+        self, name: str, bind: str, peers: list[str], expect: int, **extra: int | str
+    ) -> None:
         args = [
             sys.executable,
             AGENT,
@@ -75,6 +78,27 @@ class Agents:
             selector.close()
         missing = wanted - found.keys()
         assert not missing, f"no {word} from {sorted(missing)} within {timeout} s"
+        return found
+
+    def read_lines(self, name: str, word: str, count: int, timeout: float = 30) -> list[str]:
+        """The next ``count`` lines of one agent starting with ``word`` (deadline-bounded)."""
+        stdout = self.procs[name].stdout
+        assert stdout is not None
+        found: list[str] = []
+        selector = selectors.DefaultSelector()
+        selector.register(stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while len(found) < count and time.monotonic() < deadline:
+                if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    line = stdout.readline()
+                    if not line:
+                        break
+                    if line.startswith(word):
+                        found.append(line[len(word) :].strip())
+        finally:
+            selector.close()
+        assert len(found) == count, f"{name} printed {len(found)} of {count} {word} lines"
         return found
 
     def stop_all(self) -> dict[str, str]:
@@ -144,6 +168,35 @@ def test_agent_cut_off_keeps_writing_and_rejoins_on_the_same_address(agents: Age
     agents.wait_for("REJOINED", ["a0"])
     assert_all_equal(agents.wait_for("CONVERGED"))
     assert_all_equal(agents.stop_all())
+
+
+def test_durable_agent_killed_mid_run_rejoins_with_no_lost_acknowledged_write(
+    agents: Agents, tmp_path: Path
+) -> None:
+    addrs = addresses(3)
+    durable = {"path": str(tmp_path / "a0")}
+    agents.start("a0", addrs[0], addrs[1:], expect=50, writes=30, pace="0.02", **durable)
+    for i in (1, 2):
+        agents.start(f"a{i}", addrs[i], [a for a in addrs if a != addrs[i]], expect=50, writes=10)
+    acknowledged = agents.read_lines("a0", "ACK", count=8)
+    victim = agents.procs.pop("a0")
+    victim.send_signal(signal.SIGKILL)  # mid-run, between two writes or inside one
+    victim.wait(timeout=10)
+    for stream in (victim.stdin, victim.stdout):
+        if stream is not None:
+            stream.close()
+    agents.start("a0", addrs[0], addrs[1:], expect=50, writes=30, pace="0.02", **durable)
+    digests = agents.wait_for("CONVERGED")
+    assert_all_equal(digests)
+    finals = agents.stop_all()
+    assert_all_equal(finals)
+    survivor = Replica("a0", path=durable["path"])
+    try:
+        held = survivor.set("items").value
+        assert set(acknowledged) <= held, "an acknowledged write was lost"
+        assert len(held) == 50
+    finally:
+        survivor.close()
 
 
 def test_garbage_and_oversized_frames_are_dropped_and_peers_unaffected() -> None:

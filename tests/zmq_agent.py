@@ -37,8 +37,10 @@ def main() -> int:
     parser.add_argument("--offline-writes", type=int, default=0)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--path", help="a durable replica: resumes its writes after a restart")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between writes")
     args = parser.parse_args()
-    replica = Replica(args.name)
+    replica = Replica(args.name, path=args.path)
     peers = [p for p in args.peers.split(",") if p]
 
     def write(i: int) -> None:
@@ -48,8 +50,12 @@ def main() -> int:
 
     gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0).start()
     print(f"READY {gossip.address}", flush=True)
-    for i in range(args.writes):
+    mine = {item for item in replica.set("items").value if item.startswith(f"{args.name}-")}
+    for i in range(len(mine), args.writes):  # a durable agent resumes where it stopped
         write(i)
+        print(f"ACK {args.name}-{i}", flush=True)  # the write returned: acknowledged
+        if args.pace:
+            time.sleep(args.pace)  # an agent thinking between writes
     if args.offline_writes:
         gossip.stop()  # cut off: keeps writing with no network
         for i in range(args.writes, args.writes + args.offline_writes):
