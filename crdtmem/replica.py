@@ -303,7 +303,9 @@ class Replica:
                 "log_entries": sum(len(entries) for entries in self._log.values()),
                 "log_bytes": sum(len(e[3]) for entries in self._log.values() for e in entries),
                 "buffered_updates": self._buffered,
+                "list_tombstones": sum(_tombstones(e) for e in self._fields.values()),
                 "storage_bytes": self._storage.size() if self._storage is not None else 0,
+                "checkpoints": len(self._history),
                 **self._stats,
             }
 
@@ -674,6 +676,16 @@ class Replica:
 
 
 # --- message encoding -----------------------------------------------------------------
+
+
+def _tombstones(entries: dict[int, CRDT]) -> int:
+    total = 0
+    for state in entries.values():
+        if isinstance(state, RGA):
+            total += state.tombstones()
+        elif isinstance(state, ORMap):
+            total += sum(_tombstones(nested) for nested in state.fields.values())
+    return total
 
 
 def _array_header(length: int) -> bytes:

@@ -108,6 +108,10 @@ class RGA(CrdtBase):
     def value(self) -> list[Any]:
         return [node.value for chunk in self.chunks for node in chunk.nodes if not node.deleted]
 
+    def tombstones(self) -> int:
+        """Deleted elements still held (their ids order later inserts)."""
+        return sum(len(chunk.nodes) - chunk.visible for chunk in self.chunks) + len(self.pending)
+
     def _locate(self, position: int) -> tuple[_Chunk, int, int]:
         """Chunk, chunk index and offset of the visible element at ``position``."""
         chunks, cursor = self.chunks, self._cursor

@@ -29,6 +29,22 @@ def test_compacted_log_falls_back_to_full_state_for_a_peer_behind() -> None:
     assert behind.value() == a.value() and len(partial) < 100
 
 
+def test_stats_report_sizes() -> None:
+    r = Replica("a")
+    for i in range(10):
+        r.list("l").append(i)
+        r.map("m").list("k").append(i)
+    for _ in range(4):
+        r.list("l").delete(0)
+        r.map("m").list("k").delete(0)
+    r.checkpoint()
+    stats = r.stats()
+    assert stats["list_tombstones"] == 8
+    assert stats["log_entries"] == r.version()["a"]
+    assert stats["log_bytes"] > 0 and stats["checkpoints"] == 1
+    assert stats["buffered_updates"] == 0 and stats["storage_bytes"] == 0
+
+
 def test_compact_log_ignores_what_it_has_not_seen() -> None:
     a = Replica("a")
     a.counter("c").increment()
