@@ -71,6 +71,7 @@ __all__ = [
     "PNCounter",
     "RegisterField",
     "Replica",
+    "ReplicaClosed",
     "SetField",
     "TextCRDT",
     "TextField",

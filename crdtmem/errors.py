@@ -25,3 +25,7 @@ class UnsupportedValue(CrdtmemError, TypeError):
 
 class ValueOutOfRange(UnsupportedValue, ValueError):
     """An int outside the 64-bit range the wire format carries exactly."""
+
+
+class ReplicaClosed(CrdtmemError, RuntimeError):
+    """A durable replica was closed: it accepts no more writes or merges."""

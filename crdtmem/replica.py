@@ -38,7 +38,7 @@ from crdtmem import codec
 from crdtmem.causality import check_vector, dominates
 from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
 from crdtmem.crdt import CRDT, Writer
-from crdtmem.errors import DecodeError, TypeMismatch
+from crdtmem.errors import DecodeError, ReplicaClosed, TypeMismatch
 from crdtmem.hlc import HybridLogicalClock
 from crdtmem.ormap import ORMap, crdt_type, decode_fields, visible
 
@@ -141,6 +141,7 @@ class Replica:
         self._history: builtins.list[ckpt.Stored] = []
         self._checkpoint_folder: str | None = None
         self._storage: Storage | None = None
+        self._closed = False
         if path is not None:
             self._checkpoint_folder = os.path.join(path, ckpt.FOLDER)
             storage = Storage.open(path, self.replica_id, durability)
@@ -238,6 +239,7 @@ class Replica:
         (bad value, index out of range, disk full) leaves the replica as it was.
         """
         with self._lock:
+            self._check_open()
             name, tag = path[0]
             entries = self._fields.get(name)
             top = None if entries is None else entries.get(tag)
@@ -421,6 +423,7 @@ class Replica:
             raise
         events: Events = []
         with self._lock:
+            self._check_open()
             if kind == UPDATES:
                 for update in updates:
                     self._offer(update, events)
@@ -668,11 +671,21 @@ class Replica:
                         logger.exception("subscriber %r failed on %r", callback, event)
 
     def close(self) -> None:
-        """Flush and close durable storage (no-op in memory)."""
+        """Flush and close durable storage. A durable replica refuses writes and merges
+        once closed (they could no longer be made durable); reads still work. No-op for
+        an in-memory replica."""
         with self._lock:
             if self._storage is not None:
                 self._storage.close()
                 self._storage = None
+                self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ReplicaClosed(
+                f"replica {self.replica_id!r} was closed: its writes could not be stored; "
+                "open it again with Replica(id, path=...)"
+            )
 
 
 # --- message encoding -----------------------------------------------------------------

@@ -38,6 +38,22 @@ def test_reopen_restores_state_and_version(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_closed_durable_replica_refuses_writes_but_reads(tmp_path: Path) -> None:
+    from crdtmem import ReplicaClosed
+
+    r = Replica("a", path=str(tmp_path / "a"))
+    r.counter("c").increment()
+    peer = Replica("b")
+    peer.counter("c").increment()
+    r.close()
+    with pytest.raises(ReplicaClosed):
+        r.counter("c").increment()
+    with pytest.raises(ReplicaClosed):
+        r.merge(peer.delta_since())
+    assert r.counter("c").value == 1 and r.value() == {"c": 1}
+    r.close()  # idempotent
+
+
 def test_other_replica_id_is_refused(tmp_path: Path) -> None:
     folder = str(tmp_path / "a")
     Replica("a", path=folder).close()
