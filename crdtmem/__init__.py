@@ -19,6 +19,7 @@ from crdtmem.crdt import CRDT, Writer
 from crdtmem.errors import (
     CrdtmemError,
     DecodeError,
+    ReplicaClosed,
     TypeMismatch,
     UnsupportedValue,
     ValueOutOfRange,
