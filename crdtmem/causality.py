@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, final
 
 from crdtmem.codec import as_actor, as_dict, as_int, as_list, sorted_map
-from crdtmem.errors import DecodeError
 
 
 class Dot(NamedTuple):
@@ -290,7 +289,6 @@ def check_vector(obj: object, what: str) -> dict[str, int]:
 
 
 __all__ = [
-    "DecodeError",
     "Dot",
     "DotContext",
     "Order",

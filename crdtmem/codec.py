@@ -8,7 +8,6 @@ that owns it. Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeErr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Final, NoReturn
 
@@ -214,12 +213,6 @@ def as_actor(obj: object, what: str) -> str:
     if not 0 < len(actor) <= 64:
         raise DecodeError(f"{what}: replica id must have 1 to 64 characters")
     return actor
-
-
-def as_finite_float(obj: object, what: str) -> float:
-    if type(obj) is not float or not math.isfinite(obj):
-        raise DecodeError(f"{what}: expected a finite float")
-    return obj
 
 
 def sorted_map(items: Mapping[str, Any]) -> dict[str, Any]:

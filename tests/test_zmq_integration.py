@@ -153,7 +153,7 @@ def test_late_joiner_and_reverse_start_order(agents: Agents) -> None:
     addrs = addresses(4)
     for i in reversed(range(3)):  # reverse order: the first to start has no one to talk to
         agents.start(f"a{i}", addrs[i], [a for a in addrs if a != addrs[i]], expect=40, writes=10)
-        time.sleep(0.2)
+        time.sleep(0.2)  # spacing, not waiting: each starts before the next exists
     agents.wait_for("READY", [f"a{i}" for i in range(3)])
     agents.start("late", addrs[3], addrs[:1], expect=40, writes=10)
     assert_all_equal(agents.wait_for("CONVERGED"))
