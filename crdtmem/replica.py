@@ -62,7 +62,11 @@ Events = list["ChangeEvent"]
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One applied change: which top-level field, made by which replica, here or not."""
+    """One applied change: which top-level field, made by which replica, here or not.
+
+    ``origin`` is the replica that made the update; for a full-state merge (which
+    carries many replicas' updates at once) it is the replica that sent the state.
+    """
 
     field: str
     origin: str
