@@ -341,11 +341,6 @@ class GossipNode:
             return [self._frame(peer, ACK), *self._relay(now, peer)]
         return []
 
-    def converged_with(self, address: str) -> bool:
-        """Whether ``address`` has acknowledged everything this replica has."""
-        peer = self.peers.get(address)
-        return peer is not None and dominates(peer.known, self.replica.version())
-
 
 def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
     body = as_list(codec.unpack(data), "gossip frame")

@@ -34,6 +34,9 @@ from transport.zmq_gossip import (
     STOP_FLUSH_SECONDS,
     configure_router,
     connect_dealer,
+    driver_stats,
+    gossip_node,
+    receive_parts,
 )
 
 logger = logging.getLogger("transport.zmq")
@@ -79,13 +82,12 @@ class AsyncZmqGossip:
             raise
         self._router = router
         self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.node = GossipNode(
+        self.node = gossip_node(
             self.replica,
             self.address,
-            peers=self._peers,
+            self._peers,
             interval=self._interval,
             dead_after=self._dead_after,
-            max_backoff=max(8.0, self._interval),
             chunk_bytes=self._chunk_bytes,
         )
         loop = asyncio.get_running_loop()
@@ -145,13 +147,13 @@ class AsyncZmqGossip:
                     waking = asyncio.ensure_future(self._wake.wait())
                     frames += node.flush(now)
                 if receiving in done:
-                    frames += self._handle(node, receiving.result(), now)
+                    frames += receive_parts(node, receiving.result(), now)
                     for _ in range(RECEIVE_BATCH):
                         if self._stopping:
                             break
                         try:
                             parts = router.recv_multipart(zmq.NOBLOCK)
-                            frames += self._handle(node, await parts, now)
+                            frames += receive_parts(node, await parts, now)
                         except zmq.Again:
                             break
                     receiving = asyncio.ensure_future(router.recv_multipart())
@@ -164,13 +166,6 @@ class AsyncZmqGossip:
                 future.cancel()
                 with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
                     await future
-
-    def _handle(self, node: GossipNode, parts: list[bytes], now: float) -> list[Frame]:
-        if len(parts) != 2:
-            node.stats["rejected_frames"] += 1
-            logger.warning("%s: dropped a frame of %d parts", self.address, len(parts))
-            return []
-        return node.receive(parts[1], now)
 
     async def _send(self, frames: list[Frame], deadline: float | None = None) -> None:
         for frame in frames:
@@ -191,6 +186,5 @@ class AsyncZmqGossip:
 
     @property
     def stats(self) -> dict[str, int]:
-        counters = dict(self.node.stats) if self.node is not None else {}
-        counters["dropped_sends"] = self.dropped_sends
-        return counters
+        """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
+        return driver_stats(self.node, self.dropped_sends)

@@ -87,6 +87,45 @@ def connect_dealer(dealer: zmq.Socket[Any], address: str, me: str) -> bool:
     return True
 
 
+def gossip_node(
+    replica: Replica,
+    address: str,
+    peers: list[str],
+    *,
+    interval: float,
+    dead_after: float,
+    chunk_bytes: int,
+) -> GossipNode:
+    """The protocol state both ZeroMQ drivers run: silent peers are re-probed at most
+    every 8 s (or every interval, if that is longer)."""
+    return GossipNode(
+        replica,
+        address,
+        peers=peers,
+        interval=interval,
+        dead_after=dead_after,
+        max_backoff=max(8.0, interval),
+        chunk_bytes=chunk_bytes,
+    )
+
+
+def receive_parts(node: GossipNode, parts: list[bytes], now: float) -> list[Frame]:
+    """Hand a ROUTER message (identity, frame) to the protocol; anything else is
+    dropped, counted and logged."""
+    if len(parts) != 2:
+        node.stats["rejected_frames"] += 1
+        logger.warning("%s: dropped a frame of %d parts", node.address, len(parts))
+        return []
+    return node.receive(parts[1], now)
+
+
+def driver_stats(node: GossipNode | None, dropped_sends: int) -> dict[str, int]:
+    """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
+    counters = dict(node.stats) if node is not None else {}
+    counters["dropped_sends"] = dropped_sends
+    return counters
+
+
 class ZmqGossip:
     """Gossip a replica with peers over ZeroMQ (see the module docstring).
 
@@ -111,7 +150,7 @@ class ZmqGossip:
         self.replica = replica
         self.bind = bind
         self._peers = [p for p in peers if p != bind]
-        self._options = {"interval": interval, "dead_after": dead_after, "chunk_bytes": chunk_bytes}
+        self._interval, self._dead_after, self._chunk_bytes = interval, dead_after, chunk_bytes
         self._context = context or zmq.Context.instance()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -198,14 +237,13 @@ class ZmqGossip:
             router = configure_router(self._context.socket(zmq.ROUTER))
             router.bind(self.bind)
             self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.node = GossipNode(
+            self.node = gossip_node(
                 self.replica,
                 self.address,
-                peers=self._peers,
-                interval=float(self._options["interval"]),
-                dead_after=float(self._options["dead_after"]),
-                max_backoff=max(8.0, float(self._options["interval"])),
-                chunk_bytes=int(self._options["chunk_bytes"]),
+                self._peers,
+                interval=self._interval,
+                dead_after=self._dead_after,
+                chunk_bytes=self._chunk_bytes,
             )
         except BaseException as exc:  # reported to start(), which re-raises it
             self._error = exc
@@ -243,11 +281,7 @@ class ZmqGossip:
                         parts = router.recv_multipart(zmq.NOBLOCK, copy=True)
                     except zmq.Again:
                         break
-                    if len(parts) != 2:
-                        node.stats["rejected_frames"] += 1
-                        logger.warning("%s: dropped a frame of %d parts", self.address, len(parts))
-                        continue
-                    frames += node.receive(parts[1], now)
+                    frames += receive_parts(node, parts, now)
             frames += node.tick(now)
             self._send(frames, dealers)
         # Best effort: hand what is pending to the sockets, for at most STOP_FLUSH_SECONDS;
@@ -291,6 +325,4 @@ class ZmqGossip:
     @property
     def stats(self) -> dict[str, int]:
         """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
-        counters = dict(self.node.stats) if self.node is not None else {}
-        counters["dropped_sends"] = self.dropped_sends
-        return counters
+        return driver_stats(self.node, self.dropped_sends)
