@@ -11,6 +11,15 @@ Deltas are states too: an insert delta holds one element whose ref it does not c
 unknown ids until what they need arrives, so deltas join in any order and the result is a
 join-semilattice: the state is the set of elements plus the set of deleted ids.
 
+Deleted elements are collected once no update still on its way can refer to them (the
+replica decides when: :meth:`RGA.collect`). A collected element cannot simply vanish:
+a concurrent insert that skipped over it (its id was greater) or stopped at it (smaller)
+must land in the same place on every replica, whether or not that replica collected.
+So a run of collected elements becomes one *marker* holding only the ids that can stop
+such a scan: the run's prefix minima (each smaller than every id before it in the run).
+The first id of the run smaller than the new element is always one of them, so the
+scan gives the same answer, and a run typed forwards (ids increasing) keeps one id.
+
 Storage is a list of chunks of at most ``MAX_CHUNK`` elements, each knowing how many of
 its elements are visible, with a cursor remembering the last chunk used: index lookups
 near the previous one (typing) are O(1), others walk the chunk list, and an id lookup is
@@ -42,7 +51,7 @@ MAX_CHUNK: Final = 256
 
 
 class _Node:
-    __slots__ = ("chunk", "deleted", "id", "ref", "value")
+    __slots__ = ("chunk", "deleted", "id", "records", "ref", "value")
 
     def __init__(self, node_id: Id, ref: Id | None, value: Any, deleted: bool) -> None:
         self.id = node_id
@@ -50,6 +59,26 @@ class _Node:
         self.value = None if deleted else value
         self.deleted = deleted
         self.chunk: _Chunk | None = None
+        # Set on a marker of collected elements: their prefix-minimum ids, decreasing.
+        self.records: list[Id] | None = None
+
+
+def _marker(records: list[Id]) -> _Node:
+    node = _Node(records[0], None, None, True)
+    node.records = records
+    return node
+
+
+def _append_run(marker: _Node, records: list[Id]) -> None:
+    """Extend ``marker`` by a run that follows it: the prefix minima of the two runs
+    together are the first's, then the second's that are below the first's minimum."""
+    mine = marker.records
+    assert mine is not None
+    lowest = mine[-1]
+    for k, record in enumerate(records):
+        if record < lowest:
+            mine.extend(records[k:])
+            return
 
 
 class _Chunk:
@@ -75,8 +104,10 @@ class RGA(CrdtBase):
         "_cursor",
         "_length",
         "chunks",
+        "collected",
         "index",
         "lamport",
+        "markers",
         "orphans",
         "pending",
         "waiting",
@@ -89,6 +120,8 @@ class RGA(CrdtBase):
         self.waiting: dict[Id, list[Id]] = {}
         self.pending: set[Id] = set()
         self.lamport = 0
+        self.markers = 0  # marker nodes in the chunks
+        self.collected = 0  # elements collected into markers, ever
         self._length = 0
         self._cursor: tuple[int, int, _Chunk] | None = None
 
@@ -110,7 +143,20 @@ class RGA(CrdtBase):
 
     def tombstones(self) -> int:
         """Deleted elements still held (their ids order later inserts)."""
-        return sum(len(chunk.nodes) - chunk.visible for chunk in self.chunks) + len(self.pending)
+        deleted = sum(len(chunk.nodes) - chunk.visible for chunk in self.chunks)
+        return deleted - self.markers + len(self.pending)
+
+    def deleted_ids(self) -> list[Id]:
+        """Ids of every deleted element held (not collected), and of deletes waiting
+        for their element."""
+        ids = [n.id for n in self._nodes() if n.deleted and n.records is None]
+        ids += [i for i, n in self.orphans.items() if n.deleted]
+        ids += self.pending
+        return ids
+
+    def marker_ids(self) -> int:
+        """Ids kept by markers of collected elements (what collection still costs)."""
+        return sum(len(n.records) for n in self._nodes() if n.records is not None)
 
     def _locate(self, position: int) -> tuple[_Chunk, int, int]:
         """Chunk, chunk index and offset of the visible element at ``position``."""
@@ -185,11 +231,49 @@ class RGA(CrdtBase):
     # --- join ---------------------------------------------------------------------------
 
     def absorb(self, other: RGA) -> None:
+        if other.markers and not self._knows_collected(other):
+            self._rebase(other)
+            return
         for theirs in (other._nodes(), other.orphans.values()):
             for node in theirs:
-                self._take(node)
+                if node.records is None:
+                    self._take(node)
         for node_id in other.pending:
             self._delete_id(node_id)
+
+    def _collected_ids(self) -> set[Id]:
+        return {r for n in self._nodes() if n.records is not None for r in n.records}
+
+    def _knows_collected(self, other: RGA) -> bool:
+        """Whether every element ``other`` collected is here (as an element or collected),
+        so that its markers carry nothing new. Only full states carry markers."""
+        mine = self._collected_ids() if self.markers else set()
+        index = self.index
+        return all(
+            r in index or r in mine
+            for n in other._nodes()
+            if n.records is not None
+            for r in n.records
+        )
+
+    def _rebase(self, other: RGA) -> None:
+        """Join by starting from ``other`` (whose markers order what it collected) and
+        integrating what only this replica has: a replica that joins a group late gets
+        the group's markers this way, and its own elements land where the markers say."""
+        base = other.copy()
+        gone = base._collected_ids()
+        for theirs in (self._nodes(), self.orphans.values()):
+            for node in theirs:
+                if node.records is None and node.id not in gone:
+                    base._take(node)
+        for node_id in self.pending:
+            if node_id not in gone:
+                base._delete_id(node_id)
+        for name in self.__slots__:
+            setattr(self, name, getattr(base, name))
+        for chunk in self.chunks:
+            for node in chunk.nodes:
+                node.chunk = chunk
 
     def _take(self, node: _Node) -> None:
         mine = self.index.get(node.id) or self.orphans.get(node.id)
@@ -246,6 +330,12 @@ class RGA(CrdtBase):
             nodes = chunk.nodes
             end = len(nodes)
             while pos < end and nodes[pos].id > node_id:
+                records = nodes[pos].records
+                if records is not None and records[-1] < node_id:
+                    # It stops inside a collected run: split the marker there.
+                    pos = self._split_marker(chunk, pos, node_id)
+                    end = len(nodes)
+                    break
                 pos += 1
             if pos < end or chunk.next is None:
                 break
@@ -262,6 +352,20 @@ class RGA(CrdtBase):
         if len(nodes) > MAX_CHUNK:
             self._split(chunk)
 
+    def _split_marker(self, chunk: _Chunk, pos: int, node_id: Id) -> int:
+        """Cut the marker at ``pos`` before its first id below ``node_id``; return the
+        position of the second part."""
+        marker = chunk.nodes[pos]
+        records = marker.records
+        assert records is not None
+        cut = next(k for k, record in enumerate(records) if record < node_id)
+        tail = _marker(records[cut:])
+        del records[cut:]
+        tail.chunk = chunk
+        chunk.nodes.insert(pos + 1, tail)
+        self.markers += 1
+        return pos + 1
+
     def _split(self, chunk: _Chunk) -> None:
         cursor = self._cursor
         ci = cursor[0] if cursor is not None and cursor[2] is chunk else self.chunks.index(chunk)
@@ -274,9 +378,70 @@ class RGA(CrdtBase):
         if cursor is not None and cursor[0] > ci:
             self._cursor = (cursor[0] + 1, cursor[1], cursor[2])
 
+    # --- garbage collection -------------------------------------------------------------
+
+    def collect(self, ids: Iterable[Id]) -> int:
+        """Collect the deleted elements among ``ids``; return how many were.
+
+        Only for ids no update still to come can refer to: deleted, and every insert
+        made before its replica saw the delete already applied here (the replica
+        decides, from causal stability). Markers of neighbouring runs are merged and
+        small chunks joined, so memory follows the live elements and the markers.
+        """
+        touched: dict[int, _Chunk] = {}
+        count = 0
+        for node_id in ids:
+            node = self.index.get(node_id)
+            if node is None or not node.deleted:
+                continue
+            del self.index[node_id]
+            node.records, node.ref = [node_id], None
+            self.markers += 1
+            count += 1
+            if node.chunk is not None:
+                touched[id(node.chunk)] = node.chunk
+        if not count:
+            return 0
+        self.collected += count
+        for chunk in touched.values():
+            chunk.nodes = self._coalesce(chunk.nodes)
+        self._join_small_chunks()
+        self._cursor = None
+        return count
+
+    def _coalesce(self, nodes: list[_Node]) -> list[_Node]:
+        kept: list[_Node] = []
+        for node in nodes:
+            if node.records is not None and kept and kept[-1].records is not None:
+                _append_run(kept[-1], node.records)
+                self.markers -= 1
+            else:
+                kept.append(node)
+        return kept
+
+    def _join_small_chunks(self) -> None:
+        joined: list[_Chunk] = []
+        for chunk in self.chunks:
+            if joined and len(joined[-1].nodes) + len(chunk.nodes) <= MAX_CHUNK // 2:
+                left = joined[-1]
+                for node in chunk.nodes:
+                    node.chunk = left
+                left.nodes = self._coalesce(left.nodes + chunk.nodes)
+                left.visible += chunk.visible
+                left.next = chunk.next
+            else:
+                joined.append(chunk)
+        self.chunks = joined
+
     def copy(self) -> Self:
         duplicate = type(self)()
-        duplicate._load(_Node(n.id, n.ref, n.value, n.deleted) for n in self._nodes())
+        duplicate._load(
+            _Node(n.id, n.ref, n.value, n.deleted)
+            if n.records is None
+            else _marker(list(n.records))
+            for n in self._nodes()
+        )
+        duplicate.collected = self.collected
         for node in self.orphans.values():
             duplicate._receive(_Node(node.id, node.ref, node.value, node.deleted))
         duplicate.pending = set(self.pending)
@@ -288,7 +453,10 @@ class RGA(CrdtBase):
         chunks: list[_Chunk] = []
         for node in nodes:
             batch.append(node)
-            self.index[node.id] = node
+            if node.records is None:
+                self.index[node.id] = node
+            else:
+                self.markers += 1
             self.lamport = max(self.lamport, node.id[0])
             if len(batch) == MAX_CHUNK // 2:
                 chunks.append(_Chunk(batch))
@@ -313,6 +481,8 @@ class RGA(CrdtBase):
                 return [[node_id[1]], [], [orphan], []]
         actors = sorted(
             {n.id[1] for n in self._nodes()}
+            | {r[1] for n in self._nodes() if n.records is not None for r in n.records}
+            | {n.ref[1] for n in self._nodes() if n.ref is not None}
             | {i[1] for i in self.orphans}
             | {r[1] for n in self.orphans.values() if n.ref is not None for r in [n.ref]}
             | {i[1] for i in self.pending}
@@ -321,6 +491,11 @@ class RGA(CrdtBase):
         nodes: list[list[Any]] = []
         previous: Id | None = None
         for node in self._nodes():
+            if node.records is not None:
+                # A marker: one item, its ids flattened to lamport, actor slot pairs.
+                nodes.append([[x for r in node.records for x in (r[0], slot[r[1]])]])
+                previous = None
+                continue
             ref: Any = node.ref
             if ref is None:
                 ref = None
@@ -380,38 +555,62 @@ def _validated_order(entries: list[Any], ident: Any) -> Iterator[_Node]:
     The order is a pre-order walk with siblings by descending id, so the parent (ref) of
     each element must be on the stack of the previous element's ancestors, each element
     must be newer than its ref, and each must be older than the sibling before it.
+    Past the first marker, collected elements are missing from the tree (an element may
+    refer to one), so there only the ids and each element being newer than its ref are.
     """
     stack: list[Id] = [_HEAD]
     last_child: dict[Id, Id] = {}
     seen: set[Id] = set()
     previous: Id | None = None
+    after_marker = False
     for entry in entries:
         items = as_list(entry, "list element")
+        if len(items) == 1:
+            yield _decoded_marker(items[0], ident)
+            after_marker, previous = True, None
+            continue
         if len(items) not in (3, 4):
-            raise DecodeError(f"list element: expected 3 or 4 items, got {len(items)}")
+            raise DecodeError(f"list element: expected 1, 3 or 4 items, got {len(items)}")
         node_id: Id = ident(items[0], items[1], "list element")
         ref_obj = items[2]
         if ref_obj is None:
             ref: Id | None = None
         elif ref_obj is True:
             if previous is None:
-                raise DecodeError("list element: the first element cannot refer to a previous one")
+                raise DecodeError("list element: refers to a previous element that is not one")
             ref = previous
         else:
             ref_lamport, ref_actor = as_list(ref_obj, "list element ref", 2)
             ref = ident(ref_lamport, ref_actor, "list element ref")
         parent = _HEAD if ref is None else ref
-        while stack and stack[-1] != parent:
-            stack.pop()
-        if not stack or node_id in seen or node_id[0] <= parent[0]:
+        if node_id in seen or node_id[0] <= parent[0]:
             raise DecodeError("list: elements are not in RGA order (bad ref or repeated id)")
-        sibling = last_child.get(parent)
-        if sibling is not None and not sibling > node_id:
-            raise DecodeError("list: siblings are not in descending id order")
-        last_child[parent] = node_id
+        if not after_marker:
+            # Past a marker, collected elements are missing from the tree: only ids and
+            # ages can be checked there.
+            while stack and stack[-1] != parent:
+                stack.pop()
+            if not stack:
+                raise DecodeError("list: elements are not in RGA order (bad ref or repeated id)")
+            sibling = last_child.get(parent)
+            if sibling is not None and not sibling > node_id:
+                raise DecodeError("list: siblings are not in descending id order")
+            last_child[parent] = node_id
         seen.add(node_id)
         stack.append(node_id)
         previous = node_id
         deleted = len(items) == 3
         stored = None if deleted else wire_value(items[3], "list value")
         yield _Node(node_id, ref, stored, deleted)
+
+
+def _decoded_marker(flat_obj: object, ident: Any) -> _Node:
+    flat = as_list(flat_obj, "list marker")
+    if not flat or len(flat) % 2:
+        raise DecodeError("list marker: expected lamport, actor pairs")
+    records: list[Id] = [ident(flat[k], flat[k + 1], "list marker") for k in range(0, len(flat), 2)]
+    if any(not a > b for a, b in itertools.pairwise(records)):
+        raise DecodeError("list marker: ids must decrease")
+    # A collected id may appear again (a stale full state re-adds an element that was
+    # collected here); a marker only orders concurrent inserts, so that is harmless.
+    return _marker(records)
