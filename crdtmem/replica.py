@@ -51,6 +51,11 @@ STATE: Final = 2
 # dropped (not applied, not counted): anti-entropy will offer them again once the gap
 # is filled, so the bound costs bandwidth, never correctness.
 MAX_BUFFERED_UPDATES: Final = 100_000
+# A durable log is rewritten as one snapshot of the state when it grows past this many
+# bytes and past SNAPSHOT_GROWTH times its size after the last snapshot: disk use stays
+# within a constant factor of the state, at an amortised constant cost per write.
+SNAPSHOT_MIN_BYTES: Final = 8 * 1024 * 1024
+SNAPSHOT_GROWTH: Final = 4
 MAX_FIELD_NAME: Final = 256
 
 Path = tuple[tuple[str, int], ...]
@@ -136,6 +141,9 @@ class Replica:
         self._buffer: dict[str, dict[int, _Update]] = {}
         self._buffered = 0
         self._local_deps: dict[str, int] | None = {}
+        # Deleted list elements waiting to be collected: (what must be stable first,
+        # where the list is, the element ids), in the order the deletes were applied.
+        self._doomed: builtins.list[tuple[dict[str, int], Path, builtins.list[Any]]] = []
         self._subscribers: list[tuple[Callable[[ChangeEvent], None], str | None]] = []
         self._stats = {"rejected_messages": 0, "dropped_early_updates": 0}
         if keep_checkpoints < 1:
@@ -145,6 +153,7 @@ class Replica:
         self._history: builtins.list[ckpt.Stored] = []
         self._checkpoint_folder: str | None = None
         self._storage: Storage | None = None
+        self._snapshot_at = SNAPSHOT_MIN_BYTES
         self._closed = False
         if path is not None:
             self._checkpoint_folder = os.path.join(path, ckpt.FOLDER)
@@ -155,6 +164,7 @@ class Replica:
                 storage.close()
                 raise
             self._storage = storage
+            self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * storage.size())
             self._history = ckpt.load_folder(self._checkpoint_folder)
 
     def __repr__(self) -> str:
@@ -267,6 +277,10 @@ class Replica:
             top.absorb(delta)
             version[origin] = seq
             self._own_log.append(entry)
+            if tag in _HOLDS_LISTS:
+                self._doom((name, tag), delta, {origin: seq})
+            if self._storage is not None and self._storage.size() > self._snapshot_at:
+                self._snapshot_storage()
             subscribed = bool(self._subscribers)
         if subscribed:
             self._dispatch([ChangeEvent(name, origin, True)])
@@ -310,6 +324,9 @@ class Replica:
                 "log_bytes": sum(len(e[3]) for entries in self._log.values() for e in entries),
                 "buffered_updates": self._buffered,
                 "list_tombstones": sum(_tombstones(e) for e in self._fields.values()),
+                "list_markers": sum(_markers(e) for e in self._fields.values()),
+                "list_collected": sum(_collected(e) for e in self._fields.values()),
+                "doomed_deletes": len(self._doomed),
                 "storage_bytes": self._storage.size() if self._storage is not None else 0,
                 "checkpoints": len(self._history),
                 **self._stats,
@@ -339,6 +356,47 @@ class Replica:
                 dropped += count
         return dropped
 
+    def _doom(self, top: tuple[str, int], delta: CRDT, needs: dict[str, int]) -> None:
+        for path, ids in _deleted_elements(delta, (top,)):
+            self._doomed.append((needs, path, ids))
+
+    def collect_garbage(self, stable: Mapping[str, int]) -> int:
+        """Collect the deleted list elements whose deletes are causally stable; returns
+        how many were collected.
+
+        ``stable`` must be a version such that every replica of the group has applied
+        it and every update made before its origin applied it is applied here: then no
+        update still to come refers to those elements. Gossip computes it
+        (:meth:`crdtmem.gossip.GossipNode.causally_stable`); passing more than that can
+        make a late insert unplaceable. Collection is invisible to reads and to peers.
+        """
+        stable = _check_version_arg(stable)
+        collected = 0
+        with self._lock:
+            waiting: builtins.list[tuple[dict[str, int], Path, builtins.list[Any]]] = []
+            ready: dict[Path, builtins.list[Any]] = {}
+            for entry in self._doomed:
+                if dominates(stable, entry[0]):
+                    ready.setdefault(entry[1], []).extend(entry[2])
+                else:
+                    waiting.append(entry)
+            self._doomed = waiting
+            for path, ids in ready.items():
+                state = self._state_at(path)
+                if isinstance(state, RGA):
+                    collected += state.collect(ids)
+        return collected
+
+    def _snapshot_storage(self) -> None:
+        """Rewrite the durable log as a snapshot, after a write that already succeeded:
+        a failure (disk full) is logged and retried after more growth, never raised."""
+        assert self._storage is not None
+        try:
+            self._storage.rewrite([self._state_message()])
+        except OSError as exc:
+            logger.warning("could not snapshot %s: %s", self._storage.log_path, exc)
+        self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
+
     def compact_storage(self) -> int:
         """Rewrite the durable log as one snapshot of the current state (atomically), so
         disk use follows the state, not the history. Returns the bytes it now takes."""
@@ -346,6 +404,7 @@ class Replica:
             if self._storage is None:
                 return 0
             self._storage.rewrite([self._state_message()])
+            self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
             for origin, count in self._version.items():
                 self._log.setdefault(origin, []).clear()
                 self._log_start[origin] = count + 1
@@ -436,6 +495,8 @@ class Replica:
                     self._storage.append_state(bytes(message))
                 self._join_state(sender, vector, states, events)
             self._drain(events)
+            if self._storage is not None and self._storage.size() > self._snapshot_at:
+                self._snapshot_storage()
         if events:
             self._dispatch(events)
 
@@ -486,6 +547,8 @@ class Replica:
             state = entries[update.tag] = crdt_type(update.tag).empty()
         state.absorb(update.delta)
         self._version[update.origin] = update.seq
+        if update.tag in _HOLDS_LISTS:
+            self._doom((update.name, update.tag), update.delta, {update.origin: update.seq})
         self._log.setdefault(update.origin, []).append(entry)
         self._local_deps = None
         if self._subscribers:
@@ -500,14 +563,17 @@ class Replica:
     ) -> None:
         if dominates(self._version, vector):
             return
+        joined: builtins.list[tuple[tuple[str, int], CRDT]] = []
         for name, incoming in states.items():
             entries = self._fields.setdefault(name, {})
             for tag, state in incoming.items():
                 current = entries.get(tag)
                 if current is None:
-                    entries[tag] = state
+                    entries[tag] = current = state
                 else:
                     current.absorb(state)
+                if tag in _HOLDS_LISTS:
+                    joined.append(((name, tag), current))
             if self._subscribers:
                 events.append(ChangeEvent(name, sender, False))
         for origin, count in vector.items():
@@ -518,6 +584,11 @@ class Replica:
                 self._log.setdefault(origin, []).clear()
                 self._log_start[origin] = count + 1
         self._local_deps = None
+        # A list's deletes, once joined with a state, may be any of the updates either
+        # side had: they are stable once all of those are.
+        merged = dict(self._version)
+        for top, state in joined:
+            self._doom(top, state, merged)
 
     # --- restore (durable replicas) ----------------------------------------------------
 
@@ -695,13 +766,38 @@ class Replica:
 # --- message encoding -----------------------------------------------------------------
 
 
+def _deleted_elements(delta: CRDT, path: Path) -> Iterable[tuple[Path, builtins.list[Any]]]:
+    """The list elements a delta deletes, by the path of their list."""
+    if isinstance(delta, RGA):
+        ids = delta.deleted_ids()
+        if ids:
+            yield path, ids
+    elif isinstance(delta, ORMap):
+        for key, by_tag in delta.fields.items():
+            for tag, nested in by_tag.items():
+                if tag in _HOLDS_LISTS:
+                    yield from _deleted_elements(nested, (*path, (key, tag)))
+
+
 def _tombstones(entries: dict[int, CRDT]) -> int:
+    return _sum_lists(entries, RGA.tombstones)
+
+
+def _markers(entries: dict[int, CRDT]) -> int:
+    return _sum_lists(entries, RGA.marker_ids)
+
+
+def _collected(entries: dict[int, CRDT]) -> int:
+    return _sum_lists(entries, lambda state: state.collected)
+
+
+def _sum_lists(entries: dict[int, CRDT], measure: Callable[[RGA], int]) -> int:
     total = 0
     for state in entries.values():
         if isinstance(state, RGA):
-            total += state.tombstones()
+            total += measure(state)
         elif isinstance(state, ORMap):
-            total += sum(_tombstones(nested) for nested in state.fields.values())
+            total += sum(_sum_lists(nested, measure) for nested in state.fields.values())
     return total
 
 
@@ -806,3 +902,5 @@ from crdtmem.pncounter import PNCounter  # noqa: E402
 from crdtmem.rga import RGA  # noqa: E402
 from crdtmem.storage import Storage  # noqa: E402
 from crdtmem.text import TextCRDT  # noqa: E402
+
+_HOLDS_LISTS: Final = frozenset({RGA.TAG, ORMap.TAG})

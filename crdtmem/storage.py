@@ -6,10 +6,15 @@ after ``kill -9`` is detected by length and CRC and cut off, and recovery is a r
 
 Layout of ``path/``:
 
-- ``MANIFEST``: msgpack ``{"format": 1, "replica_id": ...}``, written atomically once.
+- ``MANIFEST``: msgpack ``{"format": 2, "replica_id": ...}``, written atomically.
 - ``log``: records ``[u32 length][u32 crc32][msgpack body]`` (big-endian), bodies
   ``[1, origin, seq, [deps, field, tag, packed delta]]`` for an applied update and
   ``[2, message]`` for a joined full state.
+
+Formats: 1, written before lists collected deleted elements; 2 adds markers of
+collected elements inside stored states, which a format-1 reader would reject. Opening an older
+folder migrates it in place, one step per format (``MIGRATIONS``), each step leaving a
+folder the next build can open even if interrupted; a newer folder is refused.
 
 Durability modes: ``"process"`` (default) hands every record to the kernel with
 ``os.write`` before the mutator returns, so it survives the process being killed at any
@@ -24,7 +29,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from crdtmem import codec
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("crdtmem.storage")
 
-STORAGE_FORMAT: Final = 1
+STORAGE_FORMAT: Final = 2
 UPDATE_RECORD: Final = 1
 STATE_RECORD: Final = 2
 DURABILITY_MODES: Final = ("process", "group", "fsync")
@@ -59,6 +64,7 @@ class Storage:
         self._fsync_every = {"process": 0, "group": GROUP_COMMIT_RECORDS, "fsync": 1}[durability]
         self._unsynced = 0
         self.recovered_bytes_dropped = 0
+        self._size = os.fstat(fd).st_size
 
     @classmethod
     def open(cls, folder: str, replica_id: str, durability: str = "process") -> Storage:
@@ -75,7 +81,10 @@ class Storage:
             os.mkdir(folder)
         manifest = os.path.join(folder, "MANIFEST")
         if os.path.exists(manifest):
-            _check_manifest(manifest, replica_id)
+            stored_format = _check_manifest(manifest, replica_id)
+            for step in range(stored_format, STORAGE_FORMAT):
+                MIGRATIONS[step](folder, replica_id)
+                logger.info("%s: migrated storage format %d to %d", folder, step, step + 1)
         else:
             _write_atomically(
                 manifest, codec.pack({"format": STORAGE_FORMAT, "replica_id": replica_id})
@@ -93,6 +102,7 @@ class Storage:
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write to {self.log_path}: {written} of {len(record)} bytes")
+            self._size = size + written
             if self._fsync_every:
                 self._unsynced += 1
                 if self._unsynced >= self._fsync_every:
@@ -116,7 +126,7 @@ class Storage:
 
     def size(self) -> int:
         """Bytes in the log file."""
-        return os.fstat(self._fd).st_size if self._fd >= 0 else 0
+        return self._size if self._fd >= 0 else 0
 
     def rewrite(self, states: list[bytes]) -> None:
         """Replace the log, atomically, by one state record per message in ``states``.
@@ -136,6 +146,7 @@ class Storage:
         fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
         os.close(self._fd)
         self._fd = fd
+        self._size = os.fstat(fd).st_size
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -176,6 +187,7 @@ class Storage:
                 len(data) - offset,
             )
             os.ftruncate(self._fd, offset)
+            self._size = offset
 
     def restore_into(self, replica: Replica) -> None:
         """Replay the log into a fresh replica."""
@@ -192,7 +204,20 @@ class Storage:
                 raise StorageError(f"{self.log_path}: stored record is invalid: {exc}") from exc
 
 
-def _check_manifest(manifest: str, replica_id: str) -> None:
+def _migrate_1_to_2(folder: str, replica_id: str) -> None:
+    """Format 1 records are valid format 2 records (2 only adds list markers inside
+    stored states), so the log and checkpoints stay as they are and only the manifest
+    changes, atomically: an interrupted migration leaves a format 1 folder."""
+    _write_atomically(
+        os.path.join(folder, "MANIFEST"), codec.pack({"format": 2, "replica_id": replica_id})
+    )
+
+
+# Step ``n`` turns a folder of format ``n`` into format ``n + 1``.
+MIGRATIONS: Final[dict[int, Callable[[str, str], None]]] = {1: _migrate_1_to_2}
+
+
+def _check_manifest(manifest: str, replica_id: str) -> int:
     try:
         with open(manifest, "rb") as handle:
             meta = as_dict(codec.unpack(handle.read()), "manifest")
@@ -204,11 +229,14 @@ def _check_manifest(manifest: str, replica_id: str) -> None:
             f"{manifest}: written by a newer crdtmem (storage format {stored_format}, this "
             f"build reads up to {STORAGE_FORMAT}); upgrade crdtmem to open it"
         )
+    if stored_format < 1:
+        raise StorageError(f"{manifest}: unknown storage format {stored_format}")
     if meta.get("replica_id") != replica_id:
         raise ValueError(
             f"{os.path.dirname(manifest)} holds replica {meta.get('replica_id')!r}, "
             f"not {replica_id!r}"
         )
+    return stored_format
 
 
 def _write_atomically(target: str, data: bytes) -> None:
