@@ -8,10 +8,21 @@ version vector (which doubles as an acknowledgement):
 - ``PUSH``: updates the peer is not known to have (a ``delta_chunk`` of the replica).
 - ``ACK``: "I now have this version", sent after merging a push.
 - ``SYNC``: the periodic anti-entropy digest, with the peers the sender knows when that
-  list changed (so a node learns the whole group from one seed). Each round digests
+  list changed (so a node learns the whole group from one seed), a digest of the
+  replica ids it counts as members, and the replicas retired from the group. Each round digests
   all peers up to 8, then about sqrt(n) of them in turn, so idle traffic stays small in
   large groups. A node that receives a digest pushes
   what the digest lacks, and answers with its own digest if it lacks something.
+
+Causal stability: a digest reports what its sender had applied and whom it counts as
+members. Once every member's report is one this node has caught up with, made while the
+member agreed on who the members are, the pointwise minimum of the reports is *stable*:
+everyone has applied it, and every update made before its maker applied it is already
+here. Deleted list elements whose deletes are stable are collected
+(:meth:`~crdtmem.Replica.collect_garbage`). A member that left for good holds that back
+until it is retired (:meth:`GossipNode.retire`): retirement spreads with the digests, and
+a retired replica id is refused from then on, so a replica that comes back under it
+cannot bring back state the group has collected; it must rejoin under a new id.
 
 Per peer it keeps what the peer acknowledged (``known``) and what was pushed since
 (``sent``): a push covers only what neither contains, so nothing is sent back to the
@@ -38,6 +49,7 @@ A two-node loop, no network::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Iterable
@@ -89,6 +101,11 @@ class PeerState:
     last_heard: float | None = None
     next_probe: float = 0.0
     backoff: float = 0.0
+    # From its last digest: its version, and the digest of the members it counted.
+    report: dict[str, int] | None = None
+    report_members: bytes = b""
+    # Its latest report this node had caught up with while they agreed on the members.
+    complete: dict[str, int] | None = None
 
     def alive(self, now: float, dead_after: float) -> bool:
         return self.last_heard is not None and now - self.last_heard <= dead_after
@@ -115,7 +132,8 @@ class GossipNode:
             probed with exponential backoff up to ``max_backoff`` seconds.
         chunk_bytes: payload budget per push frame.
         learn_peers: add the peers named in received digests (off: a fixed topology).
-        compact: trim the replica's log of updates every peer has acknowledged.
+        compact: trim the replica's log of updates every peer has acknowledged, and
+            collect deleted list elements once causally stable.
     """
 
     def __init__(
@@ -142,6 +160,7 @@ class GossipNode:
         self.learn_peers = learn_peers
         self.compact = compact
         self.peers: dict[str, PeerState] = {}
+        self.retired: set[str] = set()
         self.next_sync = 0.0
         self._round = 0
         self.stats = {
@@ -150,8 +169,10 @@ class GossipNode:
             "bytes_in": 0,
             "bytes_out": 0,
             "rejected_frames": 0,
+            "refused_retired": 0,
             "pushes": 0,
             "syncs": 0,
+            "collected": 0,
         }
         for peer in peers:
             self.add_peer(peer)
@@ -169,6 +190,23 @@ class GossipNode:
         """Stop gossiping with ``address``."""
         self.peers.pop(address, None)
 
+    def retire(self, replica_id: str) -> None:
+        """Declare that replica ``replica_id`` left the group for good.
+
+        It stops counting as a member (so it no longer holds back causal stability),
+        its addresses are dropped, and its frames are refused from now on, here and, as
+        the retirement spreads with digests, everywhere. Retire a replica only once its
+        updates have spread (every live member's version covers its own entry): updates
+        it made that reached no one are lost, and one that reaches a member after lists
+        were collected may not find what it refers to. A retired replica that wants
+        back must start over under a new replica id.
+        """
+        if replica_id == self.replica.replica_id:
+            raise ValueError("a node cannot retire its own replica")
+        self.retired.add(as_actor(replica_id, "retired replica id"))
+        for address in [a for a, p in self.peers.items() if p.replica_id == replica_id]:
+            del self.peers[address]
+
     # --- outgoing ---------------------------------------------------------------------
 
     def _frame(self, peer: PeerState, kind: int, payload: bytes | None = None) -> Frame:
@@ -179,7 +217,7 @@ class GossipNode:
             # It is resent every 8th digest too, in case the one that carried it was lost.
             current = frozenset(p for p in self.peers if p != peer.address)
             fresh = current != peer.told or peer.digests % 8 == 0
-            body.append(sorted(current) if fresh else None)
+            body.append([sorted(current) if fresh else None, self._members(), sorted(self.retired)])
             peer.told = current
             peer.digests += 1
         else:
@@ -260,6 +298,35 @@ class GossipNode:
         known = [p.known for p in self.peers.values()]
         return {o: min([c, *(k.get(o, 0) for k in known)]) for o, c in ours.items()}
 
+    def _members(self) -> bytes:
+        """A digest of the replica ids this node counts as members: its own and its
+        peers'. Reports made under another membership do not count towards stability."""
+        ids = {self.replica.replica_id}
+        ids.update(p.replica_id or f"?{p.address}" for p in self.peers.values())
+        return hashlib.blake2b("\0".join(sorted(ids)).encode(), digest_size=8).digest()
+
+    def causally_stable(self) -> dict[str, int] | None:
+        """The causally stable version, or ``None`` while a member has not reported.
+
+        Stable means every member has applied it, and this node has applied everything
+        any member made before applying it; so no update still to come can refer to a
+        list element it deletes. Members are this node and its peers, and each peer's
+        report must be its latest digest that this node has caught up with, sent while
+        the two agreed on the members (a newcomer's state then came from a member that
+        already counted it). A silent member holds stability back until retired.
+        """
+        ours = self.replica.version()
+        members = self._members()
+        reports: list[dict[str, int]] = []
+        for peer in self.peers.values():
+            report = peer.report
+            if report is not None and peer.report_members == members and dominates(ours, report):
+                peer.complete = report
+            if peer.complete is None:
+                return None
+            reports.append(peer.complete)
+        return {o: min([c, *(k.get(o, 0) for k in reports)]) for o, c in ours.items()}
+
     def tick(self, now: float) -> list[Frame]:
         """Periodic anti-entropy: a digest to the next peers in turn, backing off from
         silent ones; and trimming the log of what every peer has acknowledged."""
@@ -268,6 +335,9 @@ class GossipNode:
         self.next_sync = now + self.interval
         if self.compact:
             self.replica.compact_log(self.stable_version())
+            stable = self.causally_stable()
+            if stable is not None:
+                self.stats["collected"] += self.replica.collect_garbage(stable)
         frames: list[Frame] = []
         order = sorted(self.peers)
         if not order:
@@ -309,20 +379,32 @@ class GossipNode:
             self.stats["rejected_frames"] += 1
             logger.warning("%s: rejected a frame: %s", self.address, exc)
             return []
+        if replica_id in self.retired:
+            self.stats["refused_retired"] += 1
+            logger.warning("%s: refused a frame from retired replica %r", self.address, replica_id)
+            return []
         peer = self.add_peer(sender)  # only a sender whose frame was valid
         if peer is None:
             return []
         if peer.replica_id is not None and peer.replica_id != replica_id:
             # A new incarnation at the same address: whatever it had is gone.
             peer.known, peer.sent = {}, {}
+            peer.report, peer.complete = None, None
         peer.replica_id = replica_id
         peer.last_heard = now
         peer.backoff = 0.0
         if kind == SYNC:
-            if extra is not None:
-                peer.peers = frozenset(extra)
+            addresses, members, retired = extra
+            for gone in retired:
+                if gone != self.replica.replica_id and gone not in self.retired:
+                    self.retire(gone)
+            if self.replica.replica_id in retired:
+                logger.error("%s: this replica was retired by the group", self.address)
+            peer.report, peer.report_members = version, members
+            if addresses is not None:
+                peer.peers = frozenset(addresses)
                 if self.learn_peers:
-                    for address in extra:
+                    for address in addresses:
                         self.add_peer(address)
             # What a peer acknowledged it keeps (a durable replica restarts with it; one
             # that lost its memory comes back under a new replica id, handled above),
@@ -355,13 +437,21 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
     replica_id = as_actor(body[2], "gossip sender replica id")
     version = check_vector(body[3], "gossip sender version")
     extra = body[4]
-    if kind == SYNC and extra is not None:
-        peers = as_list(extra, "gossip peer list")
-        if len(peers) > MAX_PEERS_LEARNED:
-            raise DecodeError("gossip peer list too long")
-        for address in peers:
-            if not 0 < len(as_str(address, "gossip peer address")) <= MAX_ADDRESS_LENGTH:
-                raise DecodeError("gossip peer address: 1 to 256 characters")
+    if kind == SYNC:
+        peers, members, retired = as_list(extra, "gossip digest", 3)
+        if peers is not None:
+            peers = as_list(peers, "gossip peer list")
+            if len(peers) > MAX_PEERS_LEARNED:
+                raise DecodeError("gossip peer list too long")
+            for address in peers:
+                if not 0 < len(as_str(address, "gossip peer address")) <= MAX_ADDRESS_LENGTH:
+                    raise DecodeError("gossip peer address: 1 to 256 characters")
+        if len(as_bytes(members, "gossip members digest")) != 8:
+            raise DecodeError("gossip members digest: 8 bytes")
+        retired = as_list(retired, "gossip retired list")
+        if len(retired) > MAX_PEERS_LEARNED:
+            raise DecodeError("gossip retired list too long")
+        extra = [peers, members, [as_actor(r, "gossip retired replica") for r in retired]]
     elif kind == PUSH:
         as_bytes(extra, "push payload")
     return kind, sender, replica_id, version, extra

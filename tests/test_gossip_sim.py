@@ -3,6 +3,7 @@ random fault schedules (drop up to 50%, duplication, reordering, partitions, cra
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import given, note, settings
@@ -16,6 +17,7 @@ NAMES = [f"n{i}" for i in range(6)]
 
 fault = st.one_of(
     st.tuples(st.just("write"), st.integers(0, 5), st.integers(0, 3)),
+    st.tuples(st.just("delete"), st.integers(0, 5), st.integers(0, 1000)),
     st.tuples(st.just("partition"), st.sets(st.integers(0, 5), min_size=1, max_size=3)),
     st.tuples(st.just("one-way"), st.integers(0, 5), st.integers(0, 5)),
     st.tuples(st.just("crash"), st.integers(0, 5)),
@@ -62,6 +64,10 @@ def test_random_fault_schedules_converge_with_no_lost_acknowledged_write(
                 if step[2] == 1:
                     add_token(name, token, "log")
                 acknowledged.append(token)  # the call returned: acknowledged
+        elif kind == "delete":  # list deletes: their elements get collected as they go
+            name = names[step[1] % size]
+            if net.nodes[name].up and len(net.replica(name).list("log")):
+                net.write(name, functools.partial(_delete_at, step[2]))
         elif kind == "partition":
             net.partition([names[i % size] for i in step[1]])
         elif kind == "one-way":
@@ -83,6 +89,15 @@ def test_random_fault_schedules_converge_with_no_lost_acknowledged_write(
     assert net.run_until_converged(timeout=600.0), f"no convergence; seed={seed}"
     for node in net.nodes.values():
         assert node.replica.set("acked").value >= set(acknowledged), "lost an acknowledged write"
+    # Quiet, every deleted element becomes stable and is collected; values stay equal.
+    net.run_for(10 * net.interval)
+    assert net.converged()
+    assert all(n.replica.stats()["list_tombstones"] == 0 for n in net.nodes.values())
+
+
+def _delete_at(position: int, replica: Replica) -> None:
+    notes = replica.list("log")
+    notes.delete(position % len(notes))
 
 
 def test_same_seed_replays_the_same_run() -> None:
@@ -187,3 +202,89 @@ def test_large_sync_is_split_into_bounded_chunks() -> None:
         if b.replica.version() == a.replica.version():
             break
     assert b.replica.list("l").value == a.replica.list("l").value
+
+
+def _churn(net: SimNetwork, names: list[str], rounds: int) -> None:
+    for i in range(rounds):
+        name = names[i % len(names)]
+        net.write(name, lambda r, i=i: r.list("notes").append(i))  # type: ignore[misc]
+        if i % 2:
+            net.write(name, lambda r: r.list("notes").delete(0))
+        net.run_for(0.02)
+
+
+def test_deleted_elements_are_collected_once_stable_and_reads_do_not_change() -> None:
+    net = SimNetwork(21, drop=0.1)
+    names = NAMES[:4]
+    for name in names:
+        net.add_node(name)
+    _churn(net, names, 200)
+    assert net.run_until_converged(timeout=60)
+    net.run_for(5)
+    live = net.replica("n0").list("notes").value
+    assert 100 <= len(live) < 200  # some deletes were concurrent, of the same element
+    for node in net.nodes.values():
+        stats = node.replica.stats()
+        assert stats["list_tombstones"] == 0 and stats["list_collected"] == 200 - len(live)
+        assert stats["doomed_deletes"] == 0
+        assert node.gossip.stats["collected"] == stats["list_collected"]
+    assert net.converged()
+
+
+def test_a_silent_member_holds_collection_back_until_retired() -> None:
+    net = SimNetwork(22)
+    names = NAMES[:4]
+    for name in names:
+        net.add_node(name)
+    net.run_for(2)
+    net.crash("n3")  # gone for good, without a word
+    _churn(net, names[:3], 60)
+    net.run_for(10)
+    assert all(net.replica(n).stats()["list_tombstones"] == 30 for n in names[:3])
+    net.nodes["n0"].gossip.retire("n3")  # an operator's decision, on one node
+    net.run_for(5)
+    for name in names[:3]:
+        assert net.replica(name).stats()["list_tombstones"] == 0
+        assert "n3" in net.nodes[name].gossip.retired  # it spread with the digests
+    assert net.converged()
+
+
+def test_a_retired_replica_that_comes_back_is_refused_and_cannot_resurrect_state() -> None:
+    net = SimNetwork(23)
+    names = NAMES[:3]
+    for name in names:
+        net.add_node(name)
+    net.write("n2", lambda r: r.list("notes").append("old"))
+    assert net.run_until_converged(timeout=10)
+    net.crash("n2")
+    net.write("n0", lambda r: r.list("notes").delete(0))
+    net.nodes["n0"].gossip.retire("n2")
+    net.run_for(5)
+    assert net.replica("n1").stats()["list_collected"] == 1
+    # n2 returns with its old state (the element alive) and writes next to it.
+    net.restart("n2", durable=True)
+    net.write("n2", lambda r: r.list("notes").insert(1, "next to old"))
+    net.run_for(5)
+    for name in ("n0", "n1"):
+        assert net.replica(name).list("notes").value == []
+        assert net.nodes[name].gossip.stats["refused_retired"] > 0
+
+
+def test_a_late_joiner_with_its_own_writes_converges_with_a_group_that_collected() -> None:
+    net = SimNetwork(24)
+    names = NAMES[:3]
+    for name in names:
+        net.add_node(name)
+    _churn(net, names, 90)
+    net.run_for(5)
+    assert net.replica("n0").stats()["list_collected"] == 45
+    # A new agent writes before it has heard from anyone (its writes are concurrent with
+    # everything the group collected), then joins through one seed.
+    late = net.add_node("late", peers=[])
+    late.replica.list("notes").insert(0, "early bird")
+    late.replica.list("notes").append("late append")
+    late.gossip.add_peer("n0")
+    net.nodes["n0"].gossip.add_peer("late")
+    assert net.run_until_converged(timeout=30)
+    value = net.replica("n1").list("notes").value
+    assert "early bird" in value and "late append" in value and len(value) == 47

@@ -38,6 +38,7 @@ class SimNode:
     clock_skew: float = 0.0
     up: bool = True
     incarnation: int = 0
+    path: str | None = None
 
 
 @dataclass(order=True)
@@ -95,13 +96,19 @@ class SimNetwork:
     # --- topology -----------------------------------------------------------------------
 
     def add_node(
-        self, name: str, *, peers: Iterable[str] | None = None, clock_skew: float = 0.0
+        self,
+        name: str,
+        *,
+        peers: Iterable[str] | None = None,
+        clock_skew: float = 0.0,
+        path: str | None = None,
     ) -> SimNode:
         """A node gossiping with ``peers`` (default: every node added so far, which
-        also learns about this one)."""
-        replica = Replica(name, clock=lambda: max(0.0, self.now + clock_skew))
+        also learns about this one); durable, on disk at ``path``, when given."""
+        replica = Replica(name, path=path, clock=lambda: max(0.0, self.now + clock_skew))
         known = list(self.nodes) if peers is None else list(peers)
-        node = SimNode(name, replica, self._gossip(replica, name, known), clock_skew)
+        gossip = self._gossip(replica, name, known)
+        node = SimNode(name, replica, gossip, clock_skew, path=path)
         for other in known if peers is not None else self.nodes:
             if other in self.nodes:
                 self.nodes[other].gossip.add_peer(name)  # links are symmetric
@@ -162,8 +169,11 @@ class SimNetwork:
         incarnation id, because an in-memory replica must never reuse its old dots."""
         node = self.nodes[name]
         node.incarnation += 1
-        if not durable:
-            skew = node.clock_skew
+        skew = node.clock_skew
+        if durable and node.path is not None:  # really reopened from disk
+            node.replica.close()
+            node.replica = Replica(name, path=node.path, clock=lambda: max(0.0, self.now + skew))
+        elif not durable:
             node.replica = Replica(
                 f"{name}.{node.incarnation}", clock=lambda: max(0.0, self.now + skew)
             )
