@@ -106,6 +106,8 @@ class PeerState:
     report_members: bytes = b""
     # Its latest report this node had caught up with while they agreed on the members.
     complete: dict[str, int] | None = None
+    # Retired replicas as its last digest had them: their bars.
+    retired: dict[str, int] = field(default_factory=dict)
 
     def alive(self, now: float, dead_after: float) -> bool:
         return self.last_heard is not None and now - self.last_heard <= dead_after
@@ -160,7 +162,7 @@ class GossipNode:
         self.learn_peers = learn_peers
         self.compact = compact
         self.peers: dict[str, PeerState] = {}
-        self.retired: set[str] = set()
+        self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
         self.next_sync = 0.0
         self._round = 0
         self.stats = {
@@ -201,11 +203,25 @@ class GossipNode:
         were collected may not find what it refers to. A retired replica that wants
         back must start over under a new replica id.
         """
+        self._retire(replica_id, 0)
+
+    def _retire(self, replica_id: str, bar: int) -> None:
         if replica_id == self.replica.replica_id:
             raise ValueError("a node cannot retire its own replica")
-        self.retired.add(as_actor(replica_id, "retired replica id"))
+        # The bar: the highest any member had applied when it learned of the retirement.
+        self.retired[replica_id] = self.replica.retire(replica_id, bar)
         for address in [a for a, p in self.peers.items() if p.replica_id == replica_id]:
             del self.peers[address]
+
+    def _forget_retired(self, stable: dict[str, int]) -> None:
+        """Drop a retired replica from version vectors once every member agrees on its
+        bar and has applied everything up to it (then no one needs it from anyone)."""
+        forgotten = self.replica.retired()
+        for replica_id, bar in self.retired.items():
+            if forgotten.get(replica_id, (0, False))[1] or stable.get(replica_id, 0) < bar:
+                continue
+            if all(peer.retired.get(replica_id) == bar for peer in self.peers.values()):
+                self.replica.forget(replica_id)
 
     # --- outgoing ---------------------------------------------------------------------
 
@@ -217,7 +233,9 @@ class GossipNode:
             # It is resent every 8th digest too, in case the one that carried it was lost.
             current = frozenset(p for p in self.peers if p != peer.address)
             fresh = current != peer.told or peer.digests % 8 == 0
-            body.append([sorted(current) if fresh else None, self._members(), sorted(self.retired)])
+            retired = [[r, bar] for r, bar in sorted(self.retired.items())]
+            forgotten = [r for r, (_, gone) in self.replica.retired().items() if gone]
+            body.append([sorted(current) if fresh else None, self._members(), retired, forgotten])
             peer.told = current
             peer.digests += 1
         else:
@@ -338,6 +356,7 @@ class GossipNode:
             stable = self.causally_stable()
             if stable is not None:
                 self.stats["collected"] += self.replica.collect_garbage(stable)
+                self._forget_retired(stable)
         frames: list[Frame] = []
         order = sorted(self.peers)
         if not order:
@@ -394,13 +413,18 @@ class GossipNode:
         peer.last_heard = now
         peer.backoff = 0.0
         if kind == SYNC:
-            addresses, members, retired = extra
-            for gone in retired:
-                if gone != self.replica.replica_id and gone not in self.retired:
-                    self.retire(gone)
-            if self.replica.replica_id in retired:
-                logger.error("%s: this replica was retired by the group", self.address)
-            peer.report, peer.report_members = version, members
+            addresses, members, retired, forgotten = extra
+            for gone, bar in retired.items():
+                if gone == self.replica.replica_id:
+                    logger.error("%s: this replica was retired by the group", self.address)
+                elif self.retired.get(gone, -1) < bar:
+                    self._retire(gone, bar)
+            peer.retired = retired
+            # A replica it forgot it had applied up to the bar: count that in its report.
+            report = dict(version)
+            for gone in forgotten:
+                report.setdefault(gone, retired.get(gone, 0))
+            peer.report, peer.report_members = report, members
             if addresses is not None:
                 peer.peers = frozenset(addresses)
                 if self.learn_peers:
@@ -438,7 +462,7 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
     version = check_vector(body[3], "gossip sender version")
     extra = body[4]
     if kind == SYNC:
-        peers, members, retired = as_list(extra, "gossip digest", 3)
+        peers, members, retired_obj, forgotten_obj = as_list(extra, "gossip digest", 4)
         if peers is not None:
             peers = as_list(peers, "gossip peer list")
             if len(peers) > MAX_PEERS_LEARNED:
@@ -448,10 +472,16 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
                     raise DecodeError("gossip peer address: 1 to 256 characters")
         if len(as_bytes(members, "gossip members digest")) != 8:
             raise DecodeError("gossip members digest: 8 bytes")
-        retired = as_list(retired, "gossip retired list")
-        if len(retired) > MAX_PEERS_LEARNED:
-            raise DecodeError("gossip retired list too long")
-        extra = [peers, members, [as_actor(r, "gossip retired replica") for r in retired]]
+        pairs = as_list(retired_obj, "gossip retired list")
+        names = as_list(forgotten_obj, "gossip forgotten list")
+        if len(pairs) > MAX_PEERS_LEARNED or len(names) > MAX_PEERS_LEARNED:
+            raise DecodeError("gossip retired or forgotten list too long")
+        retired: dict[str, int] = {}
+        for pair in pairs:
+            gone, bar = as_list(pair, "gossip retired replica", 2)
+            retired[as_actor(gone, "gossip retired replica")] = as_int(bar, "retired bar", lo=0)
+        forgotten = [as_actor(r, "gossip forgotten replica") for r in names]
+        extra = [peers, members, retired, forgotten]
     elif kind == PUSH:
         as_bytes(extra, "push payload")
     return kind, sender, replica_id, version, extra

@@ -145,7 +145,15 @@ class Replica:
         # where the list is, the element ids), in the order the deletes were applied.
         self._doomed: builtins.list[tuple[dict[str, int], Path, builtins.list[Any]]] = []
         self._subscribers: list[tuple[Callable[[ChangeEvent], None], str | None]] = []
-        self._stats = {"rejected_messages": 0, "dropped_early_updates": 0}
+        self._stats = {
+            "rejected_messages": 0,
+            "dropped_early_updates": 0,
+            "refused_retired_updates": 0,
+        }
+        # Replicas that left the group: the last of their updates accepted, and those
+        # whose entries were then dropped from version vectors and logs.
+        self._retired: dict[str, int] = {}
+        self._forgotten: dict[str, int] = {}
         if keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be at least 1")
         self._clock = clock
@@ -392,7 +400,7 @@ class Replica:
         a failure (disk full) is logged and retried after more growth, never raised."""
         assert self._storage is not None
         try:
-            self._storage.rewrite([self._state_message()])
+            self._storage.rewrite([self._state_message()], self._membership_records())
         except OSError as exc:
             logger.warning("could not snapshot %s: %s", self._storage.log_path, exc)
         self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
@@ -403,12 +411,92 @@ class Replica:
         with self._lock:
             if self._storage is None:
                 return 0
-            self._storage.rewrite([self._state_message()])
+            self._storage.rewrite([self._state_message()], self._membership_records())
             self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
             for origin, count in self._version.items():
                 self._log.setdefault(origin, []).clear()
                 self._log_start[origin] = count + 1
             return self._storage.size()
+
+    # --- membership -------------------------------------------------------------------
+
+    def retire(self, replica_id: str, final: int) -> int:
+        """Accept no update of ``replica_id`` past ``final`` (a replica that left the
+        group). The bar only rises: to what is already applied, or a higher ``final``
+        given before. Returns the bar in force. Durable replicas store it.
+
+        Gossip calls this (:meth:`crdtmem.gossip.GossipNode.retire`) and spreads it.
+        """
+        replica_id = check_replica_id(replica_id)
+        if replica_id == self.replica_id:
+            raise ValueError("a replica cannot retire itself")
+        if type(final) is not int or final < 0:
+            raise TypeError("final is a non-negative int")
+        with self._lock:
+            self._check_open()
+            bar = max(final, self._version.get(replica_id, 0), self._retired.get(replica_id, 0))
+            if self._forgotten.get(replica_id, bar) != bar:
+                bar = self._forgotten[replica_id]
+            if self._retired.get(replica_id) != bar:
+                if self._storage is not None:
+                    self._storage.append_membership(replica_id, bar, False)
+                self._retired[replica_id] = bar
+            waiting = self._buffer.get(replica_id, {})
+            for seq in [s for s in waiting if s > bar]:
+                del waiting[seq]
+                self._buffered -= 1
+            return bar
+
+    def forget(self, replica_id: str) -> None:
+        """Drop a retired replica's entry from the version vector, its log and its
+        buffered updates, so no frame or update carries it again.
+
+        Only once it is retired and everything up to its bar is applied here; gossip
+        also waits until every member has applied it and agrees on the bar, since a
+        peer that still lacked some of it could no longer get it from here.
+
+        Raises:
+            ValueError: it is not retired, or updates up to its bar are missing.
+        """
+        with self._lock:
+            self._check_open()
+            bar = self._retired.get(replica_id)
+            if bar is None:
+                raise ValueError(f"replica {replica_id!r} is not retired")
+            if replica_id in self._forgotten:
+                return
+            if self._version.get(replica_id, 0) < bar:
+                raise ValueError(
+                    f"replica {replica_id!r} is retired at {bar} but only "
+                    f"{self._version.get(replica_id, 0)} of its updates are applied here"
+                )
+            if self._storage is not None:
+                self._storage.append_membership(replica_id, bar, True)
+            self._drop(replica_id, bar)
+
+    def _drop(self, replica_id: str, bar: int) -> None:
+        self._forgotten[replica_id] = bar
+        self._version.pop(replica_id, None)
+        self._log.pop(replica_id, None)
+        self._log_start.pop(replica_id, None)
+        self._buffered -= len(self._buffer.pop(replica_id, {}))
+        self._local_deps = None
+
+    def retired(self) -> dict[str, tuple[int, bool]]:
+        """Retired replicas: the last update accepted of each, and whether its entry was
+        dropped from version vectors (:meth:`forget`)."""
+        with self._lock:
+            return {r: (bar, r in self._forgotten) for r, bar in sorted(self._retired.items())}
+
+    def _restore_membership(self, replica_id: object, bar: object, forget: object) -> None:
+        actor = as_actor(replica_id, "retired replica")
+        self._retired[actor] = as_int(bar, "retired bar", lo=0)
+        if forget is True:
+            # (after a snapshot, whose version no longer names it: no check to make)
+            self._drop(actor, self._retired[actor])
+
+    def _membership_records(self) -> builtins.list[tuple[str, int, bool]]:
+        return [(r, bar, r in self._forgotten) for r, bar in sorted(self._retired.items())]
 
     # --- sync -------------------------------------------------------------------------
 
@@ -463,7 +551,9 @@ class Replica:
             [name, [[tag, entries[tag].to_wire()] for tag in sorted(entries)]]
             for name, entries in sorted(self._fields.items())
         ]
-        return codec.pack([STATE, self.replica_id, dict(sorted(self._version.items())), fields])
+        # A state holds forgotten replicas' updates too: its vector says so.
+        vector = {**self._forgotten, **self._version}
+        return codec.pack([STATE, self.replica_id, dict(sorted(vector.items())), fields])
 
     def merge(self, message: bytes) -> None:
         """Apply a message from any replica's :meth:`delta_since`.
@@ -491,7 +581,7 @@ class Replica:
                 for update in updates:
                     self._offer(update, events)
             else:
-                if self._storage is not None and not dominates(self._version, vector):
+                if self._storage is not None and not self._covers(vector):
                     self._storage.append_state(bytes(message))
                 self._join_state(sender, vector, states, events)
             self._drain(events)
@@ -500,11 +590,27 @@ class Replica:
         if events:
             self._dispatch(events)
 
+    def _covers(self, deps: Mapping[str, int]) -> bool:
+        """Whether everything in ``deps`` is applied here (a forgotten replica's entries
+        count as applied up to where it was retired)."""
+        if dominates(self._version, deps):
+            return True
+        if not self._forgotten:
+            return False
+        version, forgotten = self._version, self._forgotten
+        return all(c <= version.get(o, 0) or c <= forgotten.get(o, -1) for o, c in deps.items())
+
     def _offer(self, update: _Update, events: Events) -> None:
-        applied = self._version.get(update.origin, 0)
+        origin = update.origin
+        applied = self._version.get(origin, 0)
         if update.seq <= applied:
             return
-        if update.seq == applied + 1 and dominates(self._version, update.deps):
+        if self._retired and update.seq > self._retired.get(origin, update.seq):
+            self._stats["refused_retired_updates"] += 1
+            return
+        if origin in self._forgotten:
+            return  # all of it was applied before its entry was dropped
+        if update.seq == applied + 1 and self._covers(update.deps):
             self._apply(update, events)
             return
         waiting = self._buffer.setdefault(update.origin, {})
@@ -526,9 +632,7 @@ class Replica:
                 for seq in [s for s in waiting if s <= applied]:
                     del waiting[seq]
                     self._buffered -= 1
-                while (update := waiting.get(applied + 1)) and dominates(
-                    self._version, update.deps
-                ):
+                while (update := waiting.get(applied + 1)) and self._covers(update.deps):
                     del waiting[applied + 1]
                     self._buffered -= 1
                     self._apply(update, events)
@@ -561,7 +665,7 @@ class Replica:
         states: dict[str, dict[int, CRDT]],
         events: Events,
     ) -> None:
-        if dominates(self._version, vector):
+        if self._covers(vector):
             return
         joined: builtins.list[tuple[tuple[str, int], CRDT]] = []
         for name, incoming in states.items():
@@ -577,6 +681,12 @@ class Replica:
             if self._subscribers:
                 events.append(ChangeEvent(name, sender, False))
         for origin, count in vector.items():
+            if origin in self._forgotten:
+                continue
+            if origin in self._retired:
+                # The state may hold more of it than the retirement admits; joins are
+                # idempotent, so the version claims no more than that.
+                count = min(count, self._retired[origin])  # noqa: PLW2901
             if count > self._version.get(origin, 0):
                 # The log cannot hold updates we only have as part of a state: it now
                 # starts after them, and peers behind that point get a full state.

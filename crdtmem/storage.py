@@ -9,10 +9,12 @@ Layout of ``path/``:
 - ``MANIFEST``: msgpack ``{"format": 2, "replica_id": ...}``, written atomically.
 - ``log``: records ``[u32 length][u32 crc32][msgpack body]`` (big-endian), bodies
   ``[1, origin, seq, [deps, field, tag, packed delta]]`` for an applied update and
-  ``[2, message]`` for a joined full state.
+  ``[2, message]`` for a joined full state, ``[3, replica_id, bar, forgotten]`` for a
+  retired replica (format 2).
 
 Formats: 1, written before lists collected deleted elements; 2 adds markers of
-collected elements inside stored states, which a format-1 reader would reject. Opening an older
+collected elements inside stored states and records of retired replicas, which a
+format-1 reader would reject. Opening an older
 folder migrates it in place, one step per format (``MIGRATIONS``), each step leaving a
 folder the next build can open even if interrupted; a newer folder is refused.
 
@@ -44,6 +46,7 @@ logger = logging.getLogger("crdtmem.storage")
 STORAGE_FORMAT: Final = 2
 UPDATE_RECORD: Final = 1
 STATE_RECORD: Final = 2
+MEMBERSHIP_RECORD: Final = 3
 DURABILITY_MODES: Final = ("process", "group", "fsync")
 # Records between fsyncs in "group" mode: what power loss may cost, traded for throughput.
 GROUP_COMMIT_RECORDS: Final = 64
@@ -124,20 +127,29 @@ class Storage:
         """Store a full-state message before it is joined."""
         self._append([STATE_RECORD, message])
 
+    def append_membership(self, replica_id: str, bar: int, forgotten: bool) -> None:
+        """Store that ``replica_id`` was retired at ``bar`` (and forgotten)."""
+        self._append([MEMBERSHIP_RECORD, replica_id, bar, forgotten])
+
     def size(self) -> int:
         """Bytes in the log file."""
         return self._size if self._fd >= 0 else 0
 
-    def rewrite(self, states: list[bytes]) -> None:
-        """Replace the log, atomically, by one state record per message in ``states``.
+    def rewrite(
+        self, states: list[bytes], membership: list[tuple[str, int, bool]] | None = None
+    ) -> None:
+        """Replace the log, atomically, by one state record per message in ``states``
+        and the ``(replica_id, bar, forgotten)`` records of retired replicas.
 
         The new log is written beside the old one, flushed to disk, renamed over it and
         the folder synced, so a crash at any moment leaves the old log or the new one.
         """
         temporary = self.log_path + ".compacting"
         with open(temporary, "wb") as handle:
-            for message in states:
-                payload = codec.pack_body([STATE_RECORD, message])
+            bodies: list[list[Any]] = [[STATE_RECORD, message] for message in states]
+            bodies += [[MEMBERSHIP_RECORD, *record] for record in membership or ()]
+            for body in bodies:
+                payload = codec.pack_body(body)
                 handle.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
             handle.flush()
             os.fsync(handle.fileno())
@@ -198,6 +210,8 @@ class Storage:
                     replica._restore_update(record[1], record[2], as_list(record[3], "entry", 4))
                 elif kind == STATE_RECORD and len(record) == 2:
                     replica._restore_state(record[1])
+                elif kind == MEMBERSHIP_RECORD and len(record) == 4:
+                    replica._restore_membership(record[1], record[2], record[3])
                 else:
                     raise DecodeError(f"unknown record kind {kind!r}")
             except DecodeError as exc:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
 from pathlib import Path
 
+import pytest
+
+import crdtmem.replica as replica_module
 from crdtmem import Replica
+from crdtmem.storage import Storage
 from transport import SimNetwork
 
 
@@ -89,3 +95,52 @@ def test_compact_storage_snapshots_the_log_and_restores(tmp_path: Path) -> None:
     peer.merge(again.delta_since())
     assert peer.value() == value
     again.close()
+
+
+def test_a_durable_log_is_snapshotted_once_it_outgrows_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "SNAPSHOT_MIN_BYTES", 32 * 1024)
+    folder = str(tmp_path / "a")
+    r = Replica("a", path=folder)
+    sizes = []
+    for i in range(6000):
+        r.list("l").append(i)
+        if i >= 10:
+            r.list("l").delete(0)
+        if i % 100 == 0:
+            r.collect_garbage(r.version())  # alone, everything it has is stable
+        sizes.append(r.stats()["storage_bytes"])
+    # The log never outgrew the limit by more than one record, and was rewritten often.
+    assert max(sizes) <= 32 * 1024 + 200
+    assert sum(1 for a, b in itertools.pairwise(sizes) if b < a) >= 5
+    value = r.value()
+    r.close()
+    again = Replica("a", path=folder)
+    assert again.value() == value and again.version() == r.version()
+    again.close()
+
+
+def test_a_snapshot_that_fails_for_lack_of_disk_loses_nothing_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(replica_module, "SNAPSHOT_MIN_BYTES", 16 * 1024)
+    folder = str(tmp_path / "a")
+    r = Replica("a", path=folder)
+    real_rewrite = Storage.rewrite
+
+    def full_disk(self: Storage, states: list[bytes], membership: object = None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Storage, "rewrite", full_disk)
+    for _ in range(600):
+        r.counter("c").increment()  # every call succeeds: the write itself was stored
+    assert "could not snapshot" in caplog.text
+    grown = r.stats()["storage_bytes"]
+    assert grown > 16 * 1024
+    monkeypatch.setattr(Storage, "rewrite", real_rewrite)
+    for _ in range(3000):
+        r.counter("c").increment()
+    assert r.stats()["storage_bytes"] < 4 * grown  # retried after more growth, and done
+    r.close()
+    assert Replica("a", path=folder).counter("c").value == 3600

@@ -203,3 +203,38 @@ def test_every_durability_mode_restores(tmp_path: Path, mode: str) -> None:
 def test_storage_rejects_unknown_durability(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Storage.open(str(tmp_path / "x"), "a", durability="maybe")
+
+
+def test_retired_and_forgotten_replicas_stay_so_across_restarts(tmp_path: Path) -> None:
+    folder = str(tmp_path / "a")
+    other = Replica("gone")
+    other.counter("c").increment(5)
+    a = Replica("a", path=folder)
+    a.merge(other.delta_since())
+    with pytest.raises(ValueError, match="not retired"):
+        a.forget("gone")
+    assert a.retire("gone", 0) == 2  # the bar rises to what is applied (2 updates)
+    with pytest.raises(ValueError, match="retire itself"):
+        a.retire("a", 3)
+    a.forget("gone")
+    assert "gone" not in a.version() and a.counter("c").value == 5
+    other.counter("c").increment()
+    a.merge(other.delta_since())  # past its bar: refused, counted
+    assert a.counter("c").value == 5 and a.stats()["refused_retired_updates"] == 1
+    a.close()
+    for snapshot in (False, True):
+        again = Replica("a", path=folder)
+        assert again.retired() == {"gone": (2, True)} and "gone" not in again.version()
+        assert again.counter("c").value == 5
+        again.merge(other.delta_since())
+        assert again.counter("c").value == 5
+        if not snapshot:
+            again.compact_storage()
+        again.close()
+
+
+def test_forget_needs_everything_up_to_the_bar(tmp_path: Path) -> None:
+    a = Replica("a")
+    a.retire("gone", 3)
+    with pytest.raises(ValueError, match="only 0 of its updates"):
+        a.forget("gone")

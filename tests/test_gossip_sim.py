@@ -249,6 +249,31 @@ def test_a_silent_member_holds_collection_back_until_retired() -> None:
     assert net.converged()
 
 
+def test_a_retired_replica_is_forgotten_by_version_vectors_and_its_writes_stay() -> None:
+    net = SimNetwork(25, drop=0.2)
+    names = NAMES[:4]
+    for name in names:
+        net.add_node(name)
+    for i in range(30):
+        net.write(names[i % 4], lambda r, i=i: r.set("done").add(i))  # type: ignore[misc]
+        net.run_for(0.05)
+    assert net.run_until_converged(timeout=30)
+    net.crash("n3")
+    net.nodes["n1"].gossip.retire("n3")
+    net.run_for(10)
+    for name in names[:3]:
+        replica = net.replica(name)
+        assert "n3" not in replica.version()
+        assert replica.retired() == {"n3": (replica.retired()["n3"][0], True)}
+        assert replica.set("done").value == set(range(30))  # its writes stay
+    before = net.bytes / net.messages
+    net.write("n0", lambda r: r.set("done").add("after"))
+    assert net.run_until_converged(timeout=10)
+    for name in names[:3]:
+        assert "n3" not in net.replica(name).version()
+    assert net.bytes / net.messages <= before  # frames no longer carry its entry
+
+
 def test_a_retired_replica_that_comes_back_is_refused_and_cannot_resurrect_state() -> None:
     net = SimNetwork(23)
     names = NAMES[:3]
