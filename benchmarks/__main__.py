@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import durability, gossip, local_ops, merge_cost, sizes, soak, traces
+from benchmarks import churn, durability, gossip, local_ops, merge_cost, sizes, soak, traces
 
 SUITES: dict[str, Callable[[bool], Table]] = {
     "local": local_ops.run,
@@ -27,6 +27,7 @@ SUITES: dict[str, Callable[[bool], Table]] = {
     "gossip": gossip.run,
     "durability": durability.run,
     "soak": soak.run,
+    "churn": churn.run,
 }
 
 

@@ -136,8 +136,11 @@ def assert_all_equal(values: dict[str, str]) -> None:
 def test_three_agents_writing_concurrently_converge(agents: Agents) -> None:
     addrs = addresses(3)
     for i, bind in enumerate(addrs):
-        agents.start(f"a{i}", bind, [a for a in addrs if a != bind], expect=30, writes=10)
+        peers = [a for a in addrs if a != bind]
+        agents.start(f"a{i}", bind, peers, expect=30, writes=10, churn=4)
     assert_all_equal(agents.wait_for("CONVERGED"))
+    # Every deleted list item (3 agents x 10 writes x 4) collected everywhere.
+    assert set(agents.wait_for("COLLECTED").values()) == {"120 0"}
     assert_all_equal(agents.stop_all())
 
 

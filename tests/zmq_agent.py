@@ -39,6 +39,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--path", help="a durable replica: resumes its writes after a restart")
     parser.add_argument("--pace", type=float, default=0.0, help="seconds between writes")
+    parser.add_argument(
+        "--churn", type=int, default=0, help="also append and delete this many list items"
+    )
     args = parser.parse_args()
     replica = Replica(args.name, path=args.path)
     peers = [p for p in args.peers.split(",") if p]
@@ -47,6 +50,10 @@ def main() -> int:
         replica.set("items").add(f"{args.name}-{i}")
         replica.list("log").append(f"{args.name}-{i}")
         replica.counter("writes").increment()
+        for _ in range(args.churn):
+            scratch = replica.list("scratch")
+            scratch.append(i)
+            scratch.delete(len(scratch) - 1)
 
     gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0).start()
     print(f"READY {gossip.address}", flush=True)
@@ -74,6 +81,12 @@ def main() -> int:
     else:
         # a last beat so that peers that still lack our last items get them
         print(f"CONVERGED {digest(replica)}", flush=True)
+        if args.churn:
+            # Deleted items are collected once every member's digest shows them.
+            while replica.stats()["list_tombstones"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = replica.stats()
+            print(f"COLLECTED {stats['list_collected']} {stats['list_tombstones']}", flush=True)
     sys.stdin.read()  # keep gossiping until the test closes our stdin
     gossip.stop()
     print(f"FINAL {digest(replica)}", flush=True)
