@@ -149,9 +149,10 @@ class RGA(CrdtBase):
     def deleted_ids(self) -> list[Id]:
         """Ids of every deleted element held (not collected), and of deletes waiting
         for their element."""
-        ids = [n.id for n in self._nodes() if n.deleted and n.records is None]
-        ids += [i for i, n in self.orphans.items() if n.deleted]
+        ids = [i for i, n in self.orphans.items() if n.deleted]
         ids += self.pending
+        if self.index:  # (a local delta integrates nothing: skip the walk)
+            ids += [n.id for n in self._nodes() if n.deleted and n.records is None]
         return ids
 
     def marker_ids(self) -> int:
