@@ -200,3 +200,19 @@ def test_a_scan_that_stops_inside_a_collected_run_splits_its_marker() -> None:
     assert doc.value() == twin.value() == ["b", 0]
     decoded = RGA.decode(doc.encode())
     assert [n.records or n.id for c in decoded.chunks for n in c.nodes] == layout
+
+
+def test_a_long_queue_of_deletes_is_collected_in_steps_and_trimmed() -> None:
+    a = Replica("a")
+    items = a.list("items")
+    for i in range(12_000):
+        items.append(i)
+    for _ in range(10_000):
+        items.delete(0)
+    assert a.stats()["doomed_deletes"] == 10_000
+    halfway = a.version()["a"] - 5_000  # the last 5,000 deletes not stable yet
+    assert a.collect_garbage({"a": halfway}) == 5_000
+    assert a.stats()["doomed_deletes"] == 5_000
+    assert a.collect_garbage(a.version()) == 5_000
+    assert a.stats()["doomed_deletes"] == 0 and a.stats()["list_tombstones"] == 0
+    assert items.value == list(range(10_000, 12_000))

@@ -35,6 +35,14 @@ def populated() -> tuple[Replica, list[bytes]]:
     messages = [a.delta_since(), b.delta_since({"alpha": 3}), b.delta_since()]
     b._log_start["alpha"] = 2  # force the full-state form as well
     messages.append(b.delta_since({}))
+    collected = Replica("gamma")  # and a full state with markers of collected elements
+    collected.merge(b.delta_since())
+    for i in range(6):
+        collected.list("l").insert(0, i)
+    for _ in range(4):
+        collected.list("l").delete(1)
+    collected.collect_garbage(collected.version())
+    messages.append(collected._state_message())
     return b, messages
 
 
@@ -96,6 +104,13 @@ HOSTILE: dict[str, bytes] = {
     ),
     "list actor index out of range": with_payload(6, [["a"], [[1, 7, None, "x"]], [], []]),
     "list orphan older than its ref": with_payload(6, [["a"], [], [[1, 0, 5, 0, False, "x"]], []]),
+    "list marker ids increasing": with_payload(6, [["a"], [[[1, 0, 2, 0]]], [], []]),
+    "list marker odd length": with_payload(6, [["a"], [[[3, 0, 1]]], [], []]),
+    "list marker empty": with_payload(6, [["a"], [[[]]], [], []]),
+    "list marker id not an int": with_payload(6, [["a"], [[["x", 0]]], [], []]),
+    "list element repeated after a marker": with_payload(
+        6, [["a"], [[1, 0, None, "x"], [[5, 0]], [1, 0, None, "y"]], [], []]
+    ),
     "text update garbage": with_payload(8, [[b"\x00", b"\xff\xff\xff\xff"]]),
     "text update not bytes": with_payload(8, [[b"\x00", "text"]]),
     "text dependencies garbage": with_payload(8, [[b"\x05\x01", b"\x00\x00"]]),
