@@ -82,7 +82,7 @@ def run(quick: bool) -> Table:
                         sum(s["log_entries"] for s in stats),
                         sum(s["list_tombstones"] for s in stats),
                         sum(s["list_collected"] for s in stats),
-                        sum(s["list_markers"] for s in stats),
+                        sum(s["list_marker_ids"] for s in stats),
                         len(first.list("findings")),
                         len(first.set("active")),
                         time.perf_counter() - started,

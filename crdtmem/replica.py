@@ -393,22 +393,36 @@ class Replica:
         with self._lock:
             return dict(sorted(self._version.items()))
 
-    def stats(self) -> dict[str, int]:
-        """Sizes and counters for monitoring (cheap: no state is encoded)."""
+    def stats(self, *, state_bytes: bool = False) -> dict[str, int]:
+        """Sizes and counters for monitoring.
+
+        Cheap by default; ``state_bytes=True`` adds the size of the encoded state, which
+        costs one encoding of the whole state.
+
+        Keys: ``fields``; ``log_entries`` and ``log_bytes`` (updates kept for peers);
+        ``buffered_updates`` (waiting for their dependencies); ``list_tombstones``
+        (deleted list elements still held), ``list_collected`` (collected, ever),
+        ``list_marker_ids`` (ids markers keep for them) and ``awaiting_stability``
+        (deletes queued until causally stable); ``storage_bytes``; ``checkpoints``;
+        counters ``rejected_messages``, ``dropped_early_updates``,
+        ``refused_retired_updates``.
+        """
         with self._lock:
+            extra = {"state_bytes": len(self._state_message())} if state_bytes else {}
             return {
                 "fields": len(self._fields),
                 "log_entries": sum(len(entries) for entries in self._log.values()),
                 "log_bytes": sum(len(e[3]) for entries in self._log.values() for e in entries),
                 "buffered_updates": self._buffered,
                 "list_tombstones": sum(_tombstones(e) for e in self._fields.values()),
-                "list_markers": sum(_markers(e) for e in self._fields.values()),
+                "list_marker_ids": sum(_markers(e) for e in self._fields.values()),
                 "list_collected": sum(_collected(e) for e in self._fields.values()),
-                "doomed_deletes": sum(map(len, self._doomed.values()))
+                "awaiting_stability": sum(map(len, self._doomed.values()))
                 + sum(len(e[2]) for e in self._doomed_joins),
                 "storage_bytes": self._storage.size() if self._storage is not None else 0,
                 "checkpoints": len(self._history),
                 **self._stats,
+                **extra,
             }
 
     # --- compaction ---------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_collection_frees_the_elements_and_keeps_one_id_per_forward_run() -> Non
     assert a.collect_garbage(stable) == 990
     stats = a.stats()
     assert stats["list_tombstones"] == 0 and stats["list_collected"] == 990
-    assert stats["list_markers"] == 1  # one forward run, one id
+    assert stats["list_marker_ids"] == 1  # one forward run, one id
     assert a.list("log").value == b.list("log").value == [0, 1, 2, 3, 4, 995, 996, 997, 998, 999]
     assert a.collect_garbage(stable) == 0  # nothing left to do
     # Writes keep converging with the replica that did not collect.
@@ -209,10 +209,10 @@ def test_a_long_queue_of_deletes_is_collected_in_steps_and_trimmed() -> None:
         items.append(i)
     for _ in range(10_000):
         items.delete(0)
-    assert a.stats()["doomed_deletes"] == 10_000
+    assert a.stats()["awaiting_stability"] == 10_000
     halfway = a.version()["a"] - 5_000  # the last 5,000 deletes not stable yet
     assert a.collect_garbage({"a": halfway}) == 5_000
-    assert a.stats()["doomed_deletes"] == 5_000
+    assert a.stats()["awaiting_stability"] == 5_000
     assert a.collect_garbage(a.version()) == 5_000
-    assert a.stats()["doomed_deletes"] == 0 and a.stats()["list_tombstones"] == 0
+    assert a.stats()["awaiting_stability"] == 0 and a.stats()["list_tombstones"] == 0
     assert items.value == list(range(10_000, 12_000))

@@ -49,6 +49,10 @@ def test_stats_report_sizes() -> None:
     assert stats["log_entries"] == r.version()["a"]
     assert stats["log_bytes"] > 0 and stats["checkpoints"] == 1
     assert stats["buffered_updates"] == 0 and stats["storage_bytes"] == 0
+    assert "state_bytes" not in stats
+    measured = r.stats(state_bytes=True)["state_bytes"]
+    r.compact_log(r.version())  # now a peer that has nothing gets the full state
+    assert measured == len(r.delta_since({})) > 0
 
 
 def test_compact_log_ignores_what_it_has_not_seen() -> None:

@@ -226,7 +226,7 @@ def test_deleted_elements_are_collected_once_stable_and_reads_do_not_change() ->
     for node in net.nodes.values():
         stats = node.replica.stats()
         assert stats["list_tombstones"] == 0 and stats["list_collected"] == 200 - len(live)
-        assert stats["doomed_deletes"] == 0
+        assert stats["awaiting_stability"] == 0
         assert node.gossip.stats["collected"] == stats["list_collected"]
     assert net.converged()
 
