@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -234,3 +234,47 @@ def test_start_reports_a_bind_failure() -> None:
     (addr,) = addresses(1)
     with ZmqGossip(Replica("a"), bind=addr), pytest.raises(zmq.ZMQError):
         ZmqGossip(Replica("b"), bind=addr).start()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> None:
+    addrs = addresses(3)
+    replicas = [Replica(name) for name in ("a", "b", "c")]
+    gossips = [
+        ZmqGossip(r, bind=addr, peers=[x for x in addrs if x != addr], interval=0.1, dead_after=0.5)
+        for r, addr in zip(replicas, addrs, strict=True)
+    ]
+    a, b, c = replicas
+    try:
+        for g in gossips:
+            g.start()
+        for i in range(20):
+            c.list("notes").append(f"c{i}")
+        assert _wait_until(lambda: len(a.list("notes")) == len(b.list("notes")) == 20)
+        gossips[2].stop()  # c leaves without a word
+        for _ in range(10):
+            a.list("notes").delete(0)
+        assert _wait_until(lambda: len(b.list("notes")) == 10)
+        time.sleep(1.0)
+        assert a.stats()["list_tombstones"] == 10  # c never confirmed the deletes
+        gossips[0].retire("c")
+        assert _wait_until(
+            lambda: all(
+                r.stats()["list_tombstones"] == 0 and "c" not in r.version() for r in (a, b)
+            )
+        )
+        assert a.list("notes").value == b.list("notes").value == [f"c{i}" for i in range(10, 20)]
+        assert gossips[1].node is not None and "c" in gossips[1].node.retired
+        with pytest.raises(ValueError, match="own replica"):
+            gossips[0].retire("a")
+    finally:
+        for g in gossips:
+            g.stop()

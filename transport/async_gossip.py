@@ -184,6 +184,13 @@ class AsyncZmqGossip:
             except zmq.Again:
                 self.dropped_sends += 1  # peer down or slow: anti-entropy repairs it
 
+    def retire(self, replica_id: str) -> None:
+        """Retire a replica that left the group for good (see
+        :meth:`crdtmem.gossip.GossipNode.retire`); call it from the event loop."""
+        if self.node is None:
+            raise RuntimeError("start the gossip before retiring replicas")
+        self.node.retire(replica_id)
+
     @property
     def stats(self) -> dict[str, int]:
         """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""

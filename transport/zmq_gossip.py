@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable
@@ -39,7 +40,7 @@ import zmq
 
 from crdtmem import Replica, codec
 from crdtmem.gossip import DEFAULT_CHUNK_BYTES, Frame, GossipNode
-from crdtmem.replica import ChangeEvent
+from crdtmem.replica import ChangeEvent, check_replica_id
 
 logger = logging.getLogger("transport.zmq")
 
@@ -162,6 +163,7 @@ class ZmqGossip:
         self.address = bind
         self.node: GossipNode | None = None
         self.dropped_sends = 0
+        self._retirements: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -216,6 +218,16 @@ class ZmqGossip:
             with contextlib.suppress(OSError):  # already closed
                 os.close(fd)
         self._wake_read = self._wake_write = -1
+
+    def retire(self, replica_id: str) -> None:
+        """Retire a replica that left the group for good (see
+        :meth:`crdtmem.gossip.GossipNode.retire`). Safe from any thread: the gossip
+        thread applies it."""
+        check_replica_id(replica_id)
+        if replica_id == self.replica.replica_id:
+            raise ValueError("a node cannot retire its own replica")
+        self._retirements.put(replica_id)
+        self._wake()
 
     # --- waking the loop --------------------------------------------------------------
 
@@ -272,6 +284,8 @@ class ZmqGossip:
             frames: list[Frame] = []
             if self._wake_read in ready:
                 os.read(self._wake_read, 4096)
+                while not self._retirements.empty():
+                    node.retire(self._retirements.get())
                 frames += node.flush(now)
             if router in ready:
                 for _ in range(RECEIVE_BATCH):
