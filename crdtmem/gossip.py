@@ -163,6 +163,7 @@ class GossipNode:
         self.compact = compact
         self.peers: dict[str, PeerState] = {}
         self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
+        self.left = False
         self.next_sync = 0.0
         self._round = 0
         self.stats = {
@@ -205,6 +206,23 @@ class GossipNode:
         """
         self._retire(replica_id, 0)
 
+    def spread(self) -> bool:
+        """Whether every peer has acknowledged all of this replica's own updates (what
+        a node waits for before it leaves; a peer never heard from has not)."""
+        own = self.replica.replica_id
+        count = self.replica.version().get(own, 0)
+        return all(p.known.get(own, 0) >= count for p in self.peers.values())
+
+    def leave(self) -> list[Frame]:
+        """Say goodbye: digests to every peer that retire this replica at its current
+        version, so the group stops waiting for it (see :meth:`retire`). Call it when the
+        agent is done, ideally once :meth:`spread` is true; afterwards the group refuses
+        this replica's frames, so stop gossiping and do not write again."""
+        own = self.replica.replica_id
+        self.left = True
+        self.retired[own] = self.replica.version().get(own, 0)
+        return [self._frame(peer, SYNC) for peer in self.peers.values()]
+
     def _retire(self, replica_id: str, bar: int) -> None:
         if replica_id == self.replica.replica_id:
             raise ValueError("a node cannot retire its own replica")
@@ -218,6 +236,8 @@ class GossipNode:
         bar and has applied everything up to it (then no one needs it from anyone)."""
         forgotten = self.replica.retired()
         for replica_id, bar in self.retired.items():
+            if replica_id == self.replica.replica_id:
+                continue  # this node left: nothing to forget
             if forgotten.get(replica_id, (0, False))[1] or stable.get(replica_id, 0) < bar:
                 continue
             if all(peer.retired.get(replica_id) == bar for peer in self.peers.values()):
@@ -334,11 +354,13 @@ class GossipNode:
         already counted it). A silent member holds stability back until retired.
         """
         ours = self.replica.version()
+        # What this replica has, counting forgotten replicas as applied up to their bars.
+        have = {r: bar for r, (bar, gone) in self.replica.retired().items() if gone} | ours
         members = self._members()
         reports: list[dict[str, int]] = []
         for peer in self.peers.values():
             report = peer.report
-            if report is not None and peer.report_members == members and dominates(ours, report):
+            if report is not None and peer.report_members == members and dominates(have, report):
                 peer.complete = report
             if peer.complete is None:
                 return None
@@ -416,9 +438,12 @@ class GossipNode:
             addresses, members, retired, forgotten = extra
             for gone, bar in retired.items():
                 if gone == self.replica.replica_id:
-                    logger.error("%s: this replica was retired by the group", self.address)
+                    if not self.left:
+                        logger.error("%s: this replica was retired by the group", self.address)
                 elif self.retired.get(gone, -1) < bar:
                     self._retire(gone, bar)
+            if replica_id in retired:  # the sender said goodbye (leave)
+                return []
             peer.retired = retired
             # A replica it forgot it had applied up to the bar: count that in its report.
             report = dict(version)

@@ -272,6 +272,10 @@ def test_a_retired_replica_is_forgotten_by_version_vectors_and_its_writes_stay()
     for name in names[:3]:
         assert "n3" not in net.replica(name).version()
     assert net.bytes / net.messages <= before  # frames no longer carry its entry
+    # Collection goes on without it: reports that omit a forgotten replica still count.
+    _churn(net, names[:3], 20)
+    net.run_for(5)
+    assert all(net.replica(n).stats()["list_tombstones"] == 0 for n in names[:3])
 
 
 def test_a_retired_replica_that_comes_back_is_refused_and_cannot_resurrect_state() -> None:
@@ -313,3 +317,24 @@ def test_a_late_joiner_with_its_own_writes_converges_with_a_group_that_collected
     assert net.run_until_converged(timeout=30)
     value = net.replica("n1").list("notes").value
     assert "early bird" in value and "late append" in value and len(value) == 47
+
+
+def test_a_node_that_leaves_is_retired_by_all_without_an_operator() -> None:
+    net = SimNetwork(26, drop=0.2)
+    names = NAMES[:4]
+    for name in names:
+        net.add_node(name)
+    for i in range(12):
+        net.write("n3", lambda r, i=i: r.set("done").add(f"n3-{i}"))  # type: ignore[misc]
+    assert net.run_until_converged(timeout=30)
+    net.run_for(2)
+    assert net.nodes["n3"].gossip.spread()
+    net.leave("n3")
+    _churn(net, names[:3], 30)
+    net.run_for(10)
+    for name in names[:3]:
+        replica = net.replica(name)
+        assert replica.retired() == {"n3": (13, True)} and "n3" not in replica.version()
+        assert replica.stats()["list_tombstones"] == 0
+        assert replica.set("done").value == {f"n3-{i}" for i in range(12)}
+    assert net.converged()

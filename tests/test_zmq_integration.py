@@ -278,3 +278,32 @@ def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> Non
     finally:
         for g in gossips:
             g.stop()
+
+
+def test_an_agent_that_leaves_gracefully_stops_holding_collection_back() -> None:
+    addrs = addresses(3)
+    replicas = [Replica(name) for name in ("a", "b", "c")]
+    gossips = [
+        ZmqGossip(r, bind=addr, peers=[x for x in addrs if x != addr], interval=0.1, dead_after=0.5)
+        for r, addr in zip(replicas, addrs, strict=True)
+    ]
+    a, b, c = replicas
+    try:
+        for g in gossips:
+            g.start()
+        assert _wait_until(lambda: all(len(g.node.peers) == 2 for g in gossips if g.node))
+        for i in range(20):
+            c.list("notes").append(f"c{i}")
+        assert gossips[2].leave(timeout=10) is True  # everything it wrote was acknowledged
+        for _ in range(10):
+            a.list("notes").delete(0)
+        assert _wait_until(
+            lambda: all(
+                r.stats()["list_tombstones"] == 0 and "c" not in r.version() for r in (a, b)
+            )
+        )
+        assert a.list("notes").value == b.list("notes").value == [f"c{i}" for i in range(10, 20)]
+        assert a.retired()["c"] == (21, True)  # its field creation and 20 appends
+    finally:
+        for g in gossips:
+            g.stop()

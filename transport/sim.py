@@ -163,6 +163,12 @@ class SimNetwork:
         """Stop a node: it sends and receives nothing; frames in flight to it are lost."""
         self.nodes[name].up = False
 
+    def leave(self, name: str) -> None:
+        """A node says goodbye (:meth:`~crdtmem.gossip.GossipNode.leave`) and stops."""
+        node = self.nodes[name]
+        self._send(name, node.gossip.leave())
+        node.up = False
+
     def restart(self, name: str, *, durable: bool = True) -> None:
         """Bring a crashed node back. ``durable``: with everything it had acknowledged
         (as a ``path=`` replica reopens); otherwise with an empty memory, under a new

@@ -164,6 +164,8 @@ class ZmqGossip:
         self.node: GossipNode | None = None
         self.dropped_sends = 0
         self._retirements: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._leave_by: float | None = None  # set by leave(): the deadline to say goodbye
+        self.left_spread: bool | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -218,6 +220,20 @@ class ZmqGossip:
             with contextlib.suppress(OSError):  # already closed
                 os.close(fd)
         self._wake_read = self._wake_write = -1
+
+    def leave(self, timeout: float = 5.0) -> bool:
+        """Leave the group for good: wait up to ``timeout`` seconds for every peer to
+        acknowledge this replica's updates, tell the peers to retire it (so they stop
+        waiting for it to collect), and stop. Returns whether every peer had
+        acknowledged everything. Do not write to the replica afterwards."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            raise RuntimeError("this ZmqGossip is not running")
+        self._leave_by = time.monotonic() + timeout
+        self._wake()
+        thread.join(timeout + START_TIMEOUT)
+        self.stop()
+        return bool(self.left_spread)
 
     def retire(self, replica_id: str) -> None:
         """Retire a replica that left the group for good (see
@@ -279,6 +295,12 @@ class ZmqGossip:
         poller.register(self._wake_read, zmq.POLLIN)
         while not self._stopping.is_set():
             wait = max(0.0, node.next_deadline() - time.monotonic())
+            if self._leave_by is not None:
+                if node.spread() or time.monotonic() >= self._leave_by:
+                    self.left_spread = node.spread()
+                    self._send(node.leave(), dealers)
+                    break
+                wait = min(wait, 0.01)
             ready = dict(poller.poll(int(wait * 1000) + 1))
             now = time.monotonic()
             frames: list[Frame] = []
