@@ -52,9 +52,10 @@ STATE: Final = 2
 # dropped (not applied, not counted): anti-entropy will offer them again once the gap
 # is filled, so the bound costs bandwidth, never correctness.
 MAX_BUFFERED_UPDATES: Final = 100_000
-# A durable log is rewritten as one snapshot of the state when it grows past this many
-# bytes and past SNAPSHOT_GROWTH times its size after the last snapshot: disk use stays
-# within a constant factor of the state, at an amortised constant cost per write.
+# By default a durable log is rewritten as one snapshot of the state when it grows past
+# this many bytes and past SNAPSHOT_GROWTH times its size after the last snapshot: disk
+# use stays within a constant factor of the state, at an amortised constant cost per
+# write.
 SNAPSHOT_MIN_BYTES: Final = 8 * 1024 * 1024
 SNAPSHOT_GROWTH: Final = 4
 MAX_FIELD_NAME: Final = 256
@@ -187,6 +188,10 @@ class Replica:
             ``"group"`` (also fsync every 64 updates: power loss costs at most those) or
             ``"fsync"`` (survive power loss, at the cost of one fsync per update).
         keep_checkpoints: how many checkpoints to keep (the oldest go first).
+        snapshot_bytes: with ``path``, rewrite the log as one snapshot of the state
+            once it passes this many bytes and ``SNAPSHOT_GROWTH`` times its size after
+            the last snapshot, so disk use follows the state; ``None``: only
+            :meth:`compact_storage` does.
     """
 
     def __init__(
@@ -197,6 +202,7 @@ class Replica:
         clock: Callable[[], float] = time.time,
         durability: str = "process",
         keep_checkpoints: int = 10,
+        snapshot_bytes: int | None = SNAPSHOT_MIN_BYTES,
     ) -> None:
         self.replica_id: Final = check_replica_id(replica_id)
         self._lock = threading.RLock()
@@ -231,7 +237,10 @@ class Replica:
         self._history: builtins.list[ckpt.Stored] = []
         self._checkpoint_folder: str | None = None
         self._storage: Storage | None = None
-        self._snapshot_at = SNAPSHOT_MIN_BYTES
+        if snapshot_bytes is not None and (type(snapshot_bytes) is not int or snapshot_bytes < 1):
+            raise ValueError("snapshot_bytes must be a positive int or None")
+        self._snapshot_bytes = snapshot_bytes
+        self._snapshot_at = self._next_snapshot(0)
         self._closed = False
         if path is not None:
             self._checkpoint_folder = os.path.join(path, ckpt.FOLDER)
@@ -242,7 +251,7 @@ class Replica:
                 storage.close()
                 raise
             self._storage = storage
-            self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * storage.size())
+            self._snapshot_at = self._next_snapshot(storage.size())
             self._history = ckpt.load_folder(self._checkpoint_folder)
 
     def __repr__(self) -> str:
@@ -494,6 +503,11 @@ class Replica:
                     collected += state.collect(ids)
         return collected
 
+    def _next_snapshot(self, size_now: int) -> float:
+        if self._snapshot_bytes is None:
+            return float("inf")
+        return max(self._snapshot_bytes, SNAPSHOT_GROWTH * size_now)
+
     def _snapshot_storage(self) -> None:
         """Rewrite the durable log as a snapshot, after a write that already succeeded:
         a failure (disk full) is logged and retried after more growth, never raised."""
@@ -502,7 +516,7 @@ class Replica:
             self._storage.rewrite([self._state_message()], self._membership_records())
         except OSError as exc:
             logger.warning("could not snapshot %s: %s", self._storage.log_path, exc)
-        self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
+        self._snapshot_at = self._next_snapshot(self._storage.size())
 
     def compact_storage(self) -> int:
         """Rewrite the durable log as one snapshot of the current state (atomically), so
@@ -511,7 +525,7 @@ class Replica:
             if self._storage is None:
                 return 0
             self._storage.rewrite([self._state_message()], self._membership_records())
-            self._snapshot_at = max(SNAPSHOT_MIN_BYTES, SNAPSHOT_GROWTH * self._storage.size())
+            self._snapshot_at = self._next_snapshot(self._storage.size())
             for origin, count in self._version.items():
                 self._log.setdefault(origin, []).clear()
                 self._log_start[origin] = count + 1

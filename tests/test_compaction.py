@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import crdtmem.replica as replica_module
 from crdtmem import Replica
 from crdtmem.storage import Storage
 from transport import SimNetwork
@@ -101,12 +100,9 @@ def test_compact_storage_snapshots_the_log_and_restores(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_durable_log_is_snapshotted_once_it_outgrows_the_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(replica_module, "SNAPSHOT_MIN_BYTES", 32 * 1024)
+def test_a_durable_log_is_snapshotted_once_it_outgrows_the_state(tmp_path: Path) -> None:
     folder = str(tmp_path / "a")
-    r = Replica("a", path=folder)
+    r = Replica("a", path=folder, snapshot_bytes=32 * 1024)
     sizes = []
     for i in range(6000):
         r.list("l").append(i)
@@ -128,9 +124,8 @@ def test_a_durable_log_is_snapshotted_once_it_outgrows_the_state(
 def test_a_snapshot_that_fails_for_lack_of_disk_loses_nothing_and_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(replica_module, "SNAPSHOT_MIN_BYTES", 16 * 1024)
     folder = str(tmp_path / "a")
-    r = Replica("a", path=folder)
+    r = Replica("a", path=folder, snapshot_bytes=16 * 1024)
     real_rewrite = Storage.rewrite
 
     def full_disk(self: Storage, states: list[bytes], membership: object = None) -> None:
@@ -148,3 +143,14 @@ def test_a_snapshot_that_fails_for_lack_of_disk_loses_nothing_and_is_retried(
     assert r.stats()["storage_bytes"] < 4 * grown  # retried after more growth, and done
     r.close()
     assert Replica("a", path=folder).counter("c").value == 3600
+
+
+def test_snapshots_can_be_left_to_compact_storage(tmp_path: Path) -> None:
+    r = Replica("a", path=str(tmp_path / "a"), snapshot_bytes=None)
+    sizes = []
+    for i in range(3000):
+        r.register("last").set(i)
+        sizes.append(r.stats()["storage_bytes"])
+    assert sizes == sorted(sizes)  # never rewritten
+    with pytest.raises(ValueError, match="snapshot_bytes"):
+        Replica("b", snapshot_bytes=0)
