@@ -144,7 +144,8 @@ class RGA(CrdtBase):
     def tombstones(self) -> int:
         """Deleted elements still held (their ids order later inserts)."""
         deleted = sum(len(chunk.nodes) - chunk.visible for chunk in self.chunks)
-        return deleted - self.markers + len(self.pending)
+        waiting = sum(1 for node in self.orphans.values() if node.deleted)
+        return deleted - self.markers + waiting + len(self.pending)
 
     def deleted_ids(self) -> list[Id]:
         """Ids of every deleted element held (not collected), and of deletes waiting
@@ -235,12 +236,25 @@ class RGA(CrdtBase):
         if other.markers and not self._knows_collected(other):
             self._rebase(other)
             return
+        collected_here = self.markers > 0
         for theirs in (other._nodes(), other.orphans.values()):
             for node in theirs:
-                if node.records is None:
-                    self._take(node)
+                if node.records is not None:
+                    continue
+                if collected_here and node.deleted and self._collected_stale(node):
+                    continue
+                self._take(node)
         for node_id in other.pending:
             self._delete_id(node_id)
+
+    def _collected_stale(self, node: _Node) -> bool:
+        """A deleted element from a state that has not collected what this one has, whose
+        ref is gone: both were collected here (any element made before its ref was
+        collected is already here, by causal stability), so it is not taken back."""
+        if node.id in self.index or node.id in self.orphans:
+            return False
+        ref = node.ref
+        return ref is not None and ref not in self.index and ref not in self.orphans
 
     def _collected_ids(self) -> set[Id]:
         return {r for n in self._nodes() if n.records is not None for r in n.records}

@@ -216,3 +216,24 @@ def test_a_long_queue_of_deletes_is_collected_in_steps_and_trimmed() -> None:
     assert a.collect_garbage(a.version()) == 5_000
     assert a.stats()["awaiting_stability"] == 0 and a.stats()["list_tombstones"] == 0
     assert items.value == list(range(10_000, 12_000))
+
+
+def test_a_stale_full_state_does_not_bring_collected_elements_back() -> None:
+    a, b = Replica("a"), Replica("b")
+    for i in range(30):
+        a.list("l").append(i)
+    for _ in range(20):
+        a.list("l").delete(5)  # elements 5..24, each the ref of the next
+    b.merge(a.delta_since())
+    stable = b.version()
+    assert a.collect_garbage(stable) == 20
+    # b collected only the first ten deletes: its state holds a marker for 5..14, then
+    # 15..24 as tombstones whose refs (14, ...) are gone here.
+    assert b.collect_garbage({"a": stable["a"] - 10}) == 10
+    b.counter("c").increment()
+    b.compact_log(b.version())  # forces b to answer with its full state
+    a.merge(b.delta_since(a.version()))
+    assert a.list("l").value == b.list("l").value
+    a.collect_garbage(a.version())
+    stats = a.stats()
+    assert stats["list_tombstones"] == 0 and stats["awaiting_stability"] == 0

@@ -4,6 +4,7 @@ random fault schedules (drop up to 50%, duplication, reordering, partitions, cra
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, note, settings
@@ -338,3 +339,25 @@ def test_a_node_that_leaves_is_retired_by_all_without_an_operator() -> None:
         assert replica.stats()["list_tombstones"] == 0
         assert replica.set("done").value == {f"n3-{i}" for i in range(12)}
     assert net.converged()
+
+
+def test_durable_nodes_reopened_from_disk_keep_collecting_and_converge(tmp_path: Path) -> None:
+    net = SimNetwork(27, drop=0.1)
+    names = NAMES[:3]
+    for name in names:
+        net.add_node(name, path=str(tmp_path / name))
+    _churn(net, names, 60)
+    net.run_for(3)
+    for round_ in range(3):
+        victim = names[round_ % 3]
+        net.crash(victim)
+        _churn(net, [n for n in names if n != victim], 20)
+        net.restart(victim, durable=True)  # really reopened: its log, snapshots, markers
+        net.nodes[victim].replica.compact_storage()
+        assert net.run_until_converged(timeout=30)
+    net.run_for(5)
+    assert net.converged()
+    for name in names:
+        stats = net.replica(name).stats()
+        assert stats["list_tombstones"] == 0 and stats["list_collected"] > 0
+        net.replica(name).close()
