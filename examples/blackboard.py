@@ -38,6 +38,8 @@ def work(role: str, memory: Replica, round_: int) -> None:
     if role == "researcher":
         findings.append(f"finding {round_}.1: GDP growth at {7 + round_ / 10:.1f}%")
         findings.append(f"finding {round_}.2: exports up {round_ * 3}%")
+        if round_ > 1:
+            findings.delete(0)  # retract the oldest finding: superseded
         memory.set("sources").add(f"https://stats.example/report-{round_}")
         votes.counter("publish").increment()
     elif role == "analyst":
@@ -71,6 +73,9 @@ def agent(role: str, bind: str, peers: list[str], commands: Connection) -> None:
                 gossip = ZmqGossip(memory, bind=bind, peers=peers, interval=0.2).start()
             elif command == "state":
                 commands.send((memory.value(), memory.version()))
+                continue
+            elif command == "stats":
+                commands.send(memory.stats())
                 continue
             elif command == "stop":
                 commands.send("stopped")
@@ -115,6 +120,17 @@ class Orchestrator:
                 return time.monotonic() - start
             time.sleep(0.02)
         raise TimeoutError("agents did not converge")
+
+    def wait_collected(self, timeout: float = 20.0) -> dict[str, dict[str, int]]:
+        """Every agent's stats once none holds a deleted list element any more."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = {role: self.ask(role, "stats") for role in AGENTS}
+            if all(s["list_tombstones"] == 0 for s in stats.values()):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError("retracted findings were not collected")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         for role in AGENTS:
@@ -185,6 +201,15 @@ def main() -> int:
         memory, version = final["writer"]
         show("shared memory, identical in all three processes", memory, version)
         ok = all(state == final["writer"] for state in final.values())
+        stats = step(
+            "waiting until every agent has collected the retracted findings",
+            orchestra.wait_collected,
+        )
+        console.print(
+            "  deleted list items collected once every agent had seen the deletes: "
+            + ", ".join(f"{role} {s['list_collected']}" for role, s in stats.items())
+            + "; tombstones held: 0"
+        )
         votes = memory["votes"]["publish"]
         console.print(
             f"all three agree: [bold]{ok}[/bold]; publish votes {votes} (9 cast, none lost); "

@@ -23,3 +23,6 @@ def test_blackboard_demo_converges_after_the_partition() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all three agree: True" in result.stdout
     assert "converged" in result.stdout and "after the partition healed" in result.stdout
+    assert "researcher 2, analyst 2, writer 2; tombstones held: 0" in " ".join(
+        result.stdout.split()
+    )
