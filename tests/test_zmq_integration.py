@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -245,17 +246,27 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
     return condition()
 
 
-def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> None:
+@contextlib.contextmanager
+def three_in_process() -> Iterator[tuple[list[Replica], list[ZmqGossip]]]:
+    """Replicas a, b, c gossiping in this process over loopback, stopped on exit."""
     addrs = addresses(3)
     replicas = [Replica(name) for name in ("a", "b", "c")]
     gossips = [
         ZmqGossip(r, bind=addr, peers=[x for x in addrs if x != addr], interval=0.1, dead_after=0.5)
         for r, addr in zip(replicas, addrs, strict=True)
     ]
-    a, b, c = replicas
     try:
         for g in gossips:
             g.start()
+        yield replicas, gossips
+    finally:
+        for g in gossips:
+            g.stop()
+
+
+def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> None:
+    with three_in_process() as (replicas, gossips):
+        a, b, c = replicas
         for i in range(20):
             c.list("notes").append(f"c{i}")
         assert _wait_until(lambda: len(a.list("notes")) == len(b.list("notes")) == 20)
@@ -275,22 +286,11 @@ def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> Non
         assert gossips[1].node is not None and "c" in gossips[1].node.retired
         with pytest.raises(ValueError, match="own replica"):
             gossips[0].retire("a")
-    finally:
-        for g in gossips:
-            g.stop()
 
 
 def test_an_agent_that_leaves_gracefully_stops_holding_collection_back() -> None:
-    addrs = addresses(3)
-    replicas = [Replica(name) for name in ("a", "b", "c")]
-    gossips = [
-        ZmqGossip(r, bind=addr, peers=[x for x in addrs if x != addr], interval=0.1, dead_after=0.5)
-        for r, addr in zip(replicas, addrs, strict=True)
-    ]
-    a, b, c = replicas
-    try:
-        for g in gossips:
-            g.start()
+    with three_in_process() as (replicas, gossips):
+        a, b, c = replicas
         assert _wait_until(lambda: all(len(g.node.peers) == 2 for g in gossips if g.node))
         for i in range(20):
             c.list("notes").append(f"c{i}")
@@ -304,6 +304,3 @@ def test_an_agent_that_leaves_gracefully_stops_holding_collection_back() -> None
         )
         assert a.list("notes").value == b.list("notes").value == [f"c{i}" for i in range(10, 20)]
         assert a.retired()["c"] == (21, True)  # its field creation and 20 appends
-    finally:
-        for g in gossips:
-            g.stop()
