@@ -9,10 +9,10 @@ version vector (which doubles as an acknowledgement):
 - ``ACK``: "I now have this version", sent after merging a push.
 - ``SYNC``: the periodic anti-entropy digest, with the peers the sender knows when that
   list changed (so a node learns the whole group from one seed), a digest of the
-  replica ids it counts as members, and the replicas retired from the group. Each round digests
-  all peers up to 8, then about sqrt(n) of them in turn, so idle traffic stays small in
-  large groups. A node that receives a digest pushes
-  what the digest lacks, and answers with its own digest if it lacks something.
+  replica ids it counts as members, and the replicas retired from the group. Each round
+  digests all peers up to 8, then about sqrt(n) of them in turn, so idle traffic stays
+  small in large groups. A node that receives a digest pushes what the digest lacks,
+  and answers with its own digest if it lacks something.
 
 Causal stability: a digest reports what its sender had applied and whom it counts as
 members. Once every member's report is one this node has caught up with, made while the
@@ -164,6 +164,7 @@ class GossipNode:
         self.peers: dict[str, PeerState] = {}
         self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
         self.left = False
+        self._warned: set[str] = set()
         self.next_sync = 0.0
         self._round = 0
         self.stats = {
@@ -422,7 +423,11 @@ class GossipNode:
             return []
         if replica_id in self.retired:
             self.stats["refused_retired"] += 1
-            logger.warning("%s: refused a frame from retired replica %r", self.address, replica_id)
+            if replica_id not in self._warned:  # once: it may keep trying every interval
+                self._warned.add(replica_id)
+                logger.warning(
+                    "%s: refusing frames of retired replica %r", self.address, replica_id
+                )
             return []
         peer = self.add_peer(sender)  # only a sender whose frame was valid
         if peer is None:
