@@ -279,16 +279,17 @@ class RGA(CrdtBase):
         gone = base._collected_ids()
         for theirs in (self._nodes(), self.orphans.values()):
             for node in theirs:
-                if node.records is None and node.id not in gone:
-                    base._take(node)
+                if node.records is not None or node.id in gone:
+                    continue
+                if node.deleted and base._collected_stale(node):
+                    continue
+                base._take(node)
         for node_id in self.pending:
             if node_id not in gone:
                 base._delete_id(node_id)
+        base.collected = max(self.collected, other.collected)
         for name in self.__slots__:
             setattr(self, name, getattr(base, name))
-        for chunk in self.chunks:
-            for node in chunk.nodes:
-                node.chunk = chunk
 
     def _take(self, node: _Node) -> None:
         mine = self.index.get(node.id) or self.orphans.get(node.id)
