@@ -14,9 +14,9 @@ Layout of ``path/``:
 
 Formats: 1, written before lists collected deleted elements; 2 adds markers of
 collected elements inside stored states and records of retired replicas, which a
-format-1 reader would reject. Opening an older
-folder migrates it in place, one step per format (``MIGRATIONS``), each step leaving a
-folder the next build can open even if interrupted; a newer folder is refused.
+format-1 reader would reject. Opening an older folder migrates it in place, one step
+per format (``MIGRATIONS``), each step leaving a folder the next build can open even if
+interrupted; a newer folder is refused.
 
 Durability modes: ``"process"`` (default) hands every record to the kernel with
 ``os.write`` before the mutator returns, so it survives the process being killed at any
@@ -220,8 +220,9 @@ class Storage:
 
 def _migrate_1_to_2(folder: str, replica_id: str) -> None:
     """Format 1 records are valid format 2 records (2 only adds list markers inside
-    stored states), so the log and checkpoints stay as they are and only the manifest
-    changes, atomically: an interrupted migration leaves a format 1 folder."""
+    stored states and a record kind for retired replicas), so the log and checkpoints
+    stay as they are and only the manifest changes, atomically: an interrupted
+    migration leaves a format 1 folder."""
     _write_atomically(
         os.path.join(folder, "MANIFEST"), codec.pack({"format": 2, "replica_id": replica_id})
     )
