@@ -136,6 +136,10 @@ class GossipNode:
         learn_peers: add the peers named in received digests (off: a fixed topology).
         compact: trim the replica's log of updates every peer has acknowledged, and
             collect deleted list elements once causally stable.
+        retire_after: retire a peer silent for this many seconds (``None``, the
+            default: only :meth:`retire` and :meth:`leave` do). For groups of ephemeral
+            agents that may crash without leaving; a peer that was only partitioned for
+            that long is refused when it comes back, and must rejoin under a new id.
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class GossipNode:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         learn_peers: bool = True,
         compact: bool = True,
+        retire_after: float | None = None,
     ) -> None:
         if interval <= 0 or dead_after <= 0 or max_backoff < interval or chunk_bytes < 1:
             raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
@@ -161,6 +166,9 @@ class GossipNode:
         self.chunk_bytes = chunk_bytes
         self.learn_peers = learn_peers
         self.compact = compact
+        if retire_after is not None and retire_after < dead_after:
+            raise ValueError("retire_after must be at least dead_after")
+        self.retire_after = retire_after
         self.peers: dict[str, PeerState] = {}
         self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
         self.left = False
@@ -231,6 +239,16 @@ class GossipNode:
         self.retired[replica_id] = self.replica.retire(replica_id, bar)
         for address in [a for a, p in self.peers.items() if p.replica_id == replica_id]:
             del self.peers[address]
+
+    def _retire_silent(self, now: float) -> None:
+        assert self.retire_after is not None
+        for peer in list(self.peers.values()):
+            heard = peer.last_heard
+            if peer.replica_id and heard is not None and now - heard > self.retire_after:
+                logger.warning(
+                    "%s: retiring %r, silent for %.0f s", self.address, peer.replica_id, now - heard
+                )
+                self._retire(peer.replica_id, 0)
 
     def _forget_retired(self, stable: dict[str, int]) -> None:
         """Drop a retired replica from version vectors once every member agrees on its
@@ -374,6 +392,8 @@ class GossipNode:
         if now < self.next_sync:
             return []
         self.next_sync = now + self.interval
+        if self.retire_after is not None:
+            self._retire_silent(now)
         if self.compact:
             self.replica.compact_log(self.stable_version())
             stable = self.causally_stable()

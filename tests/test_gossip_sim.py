@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
@@ -369,3 +370,23 @@ def test_durable_nodes_reopened_from_disk_keep_collecting_and_converge(tmp_path:
         stats = net.replica(name).stats()
         assert stats["list_tombstones"] == 0 and stats["list_collected"] > 0
         net.replica(name).close()
+
+
+def test_retire_after_retires_a_crashed_member_by_itself() -> None:
+    net = SimNetwork(28)
+    names = NAMES[:3]
+    for name in names:
+        net.add_node(name)
+    for name in names:
+        net.nodes[name].gossip.retire_after = 20.0
+    net.run_for(2)
+    net.crash("n2")  # an agent that died without leaving
+    _churn(net, names[:2], 20)
+    net.run_for(10)
+    assert net.replica("n0").stats()["list_tombstones"] > 0  # still waiting for n2
+    net.run_for(20)
+    for name in names[:2]:
+        assert net.nodes[name].gossip.retired.keys() == {"n2"}
+        assert net.replica(name).stats()["list_tombstones"] == 0
+    with pytest.raises(ValueError, match="retire_after"):
+        GossipNode(Replica("x"), "x", dead_after=5, retire_after=1)

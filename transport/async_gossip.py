@@ -54,12 +54,14 @@ class AsyncZmqGossip:
         interval: float = 0.5,
         dead_after: float = 3.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        retire_after: float | None = None,
     ) -> None:
         self.replica = replica
         self.bind = bind
         self.address = bind
         self._peers = [p for p in peers if p != bind]
         self._interval, self._dead_after, self._chunk_bytes = interval, dead_after, chunk_bytes
+        self._retire_after = retire_after
         self._context = zmq.asyncio.Context.instance()
         self._router: zmq.asyncio.Socket | None = None
         self._dealers: dict[str, zmq.asyncio.Socket] = {}
@@ -89,6 +91,7 @@ class AsyncZmqGossip:
             interval=self._interval,
             dead_after=self._dead_after,
             chunk_bytes=self._chunk_bytes,
+            retire_after=self._retire_after,
         )
         loop = asyncio.get_running_loop()
 

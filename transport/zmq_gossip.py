@@ -96,6 +96,7 @@ def gossip_node(
     interval: float,
     dead_after: float,
     chunk_bytes: int,
+    retire_after: float | None = None,
 ) -> GossipNode:
     """The protocol state both ZeroMQ drivers run: silent peers are re-probed at most
     every 8 s (or every interval, if that is longer)."""
@@ -107,6 +108,7 @@ def gossip_node(
         dead_after=dead_after,
         max_backoff=max(8.0, interval),
         chunk_bytes=chunk_bytes,
+        retire_after=retire_after,
     )
 
 
@@ -130,6 +132,10 @@ def driver_stats(node: GossipNode | None, dropped_sends: int) -> dict[str, int]:
 class ZmqGossip:
     """Gossip a replica with peers over ZeroMQ (see the module docstring).
 
+    ``interval``, ``dead_after``, ``chunk_bytes`` and ``retire_after`` are those of
+    :class:`~crdtmem.gossip.GossipNode`; ``retire_after`` (off by default) retires peers
+    silent that long, for groups of ephemeral agents that may crash without leaving.
+
     >>> from crdtmem import Replica
     >>> r = Replica("agent-a")
     >>> with ZmqGossip(r, bind="tcp://127.0.0.1:0") as g:   # port 0: any free port
@@ -146,12 +152,14 @@ class ZmqGossip:
         interval: float = 0.5,
         dead_after: float = 3.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        retire_after: float | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.replica = replica
         self.bind = bind
         self._peers = [p for p in peers if p != bind]
         self._interval, self._dead_after, self._chunk_bytes = interval, dead_after, chunk_bytes
+        self._retire_after = retire_after
         self._context = context or zmq.Context.instance()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -272,6 +280,7 @@ class ZmqGossip:
                 interval=self._interval,
                 dead_after=self._dead_after,
                 chunk_bytes=self._chunk_bytes,
+                retire_after=self._retire_after,
             )
         except BaseException as exc:  # reported to start(), which re-raises it
             self._error = exc
