@@ -81,15 +81,13 @@ class ChangeEvent:
 
 
 class _Interned:
-    """Small numbers for list paths and actors, so queues can be integer arrays."""
+    """Small numbers for list paths, so queues can hold them in integer arrays."""
 
-    __slots__ = ("actor_ids", "actors", "path_ids", "paths")
+    __slots__ = ("path_ids", "paths")
 
     def __init__(self) -> None:
         self.paths: builtins.list[Path] = []
         self.path_ids: dict[Path, int] = {}
-        self.actors: builtins.list[str] = []
-        self.actor_ids: dict[str, int] = {}
 
     def path(self, path: Path) -> int:
         number = self.path_ids.get(path)
@@ -98,36 +96,29 @@ class _Interned:
             self.paths.append(path)
         return number
 
-    def actor(self, actor: str) -> int:
-        number = self.actor_ids.get(actor)
-        if number is None:
-            number = self.actor_ids[actor] = len(self.actors)
-            self.actors.append(actor)
-        return number
-
 
 class _Doomed:
     """Deleted list elements of one origin's deletes, in seq order, waiting for those to
-    be stable: four integer arrays, which the garbage collector never scans (a queue of
-    tuples cost a delete-heavy replay a tenth of its time in collections)."""
+    be stable: seqs and path numbers in integer arrays and the element ids (the list's
+    own id tuples, shared) in a list, so a queue adds no object for the garbage
+    collector to track (a queue of tuples cost a delete-heavy replay a tenth of its
+    time in collections)."""
 
-    __slots__ = ("actors", "lamports", "paths", "seqs", "start")
+    __slots__ = ("ids", "paths", "seqs", "start")
 
     def __init__(self) -> None:
         self.seqs, self.paths = array("q"), array("q")
-        self.lamports, self.actors = array("q"), array("q")
+        self.ids: builtins.list[Any] = []
         self.start = 0
 
     def __len__(self) -> int:
         return len(self.seqs) - self.start
 
-    def add(self, interned: _Interned, seq: int, path: Path, ids: Iterable[Any]) -> None:
+    def add(self, interned: _Interned, seq: int, path: Path, ids: builtins.list[Any]) -> None:
         number = interned.path(path)
-        for lamport, actor in ids:
-            self.seqs.append(seq)
-            self.paths.append(number)
-            self.lamports.append(lamport)
-            self.actors.append(interned.actor(actor))
+        self.seqs.extend([seq] * len(ids))
+        self.paths.extend([number] * len(ids))
+        self.ids.extend(ids)
 
     def pop_upto(self, interned: _Interned, upto: int) -> builtins.list[tuple[Path, Any]]:
         """Remove and return the ``(path, element id)`` of deletes with seq <= ``upto``."""
@@ -135,14 +126,11 @@ class _Doomed:
         end = start
         while end < len(seqs) and seqs[end] <= upto:
             end += 1
-        popped = [
-            (interned.paths[self.paths[k]], (self.lamports[k], interned.actors[self.actors[k]]))
-            for k in range(start, end)
-        ]
+        paths = interned.paths
+        popped = [(paths[self.paths[k]], self.ids[k]) for k in range(start, end)]
         self.start = end
         if end > 4096 and end * 2 > len(seqs):
-            for column in (self.seqs, self.paths, self.lamports, self.actors):
-                del column[:end]
+            del self.seqs[:end], self.paths[:end], self.ids[:end]
             self.start = 0
         return popped
 
