@@ -129,7 +129,7 @@ class _Doomed:
         paths = interned.paths
         popped = [(paths[self.paths[k]], self.ids[k]) for k in range(start, end)]
         self.start = end
-        if end > 4096 and end * 2 > len(seqs):
+        if end * 2 >= len(seqs):  # at most half is spent: copying the rest is amortised
             del self.seqs[:end], self.paths[:end], self.ids[:end]
             self.start = 0
         return popped
