@@ -173,6 +173,9 @@ class GossipNode:
         self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
         self.left = False
         self._warned: set[str] = set()
+        # Addresses of retired replicas: not learned again from peer lists (a peer that
+        # has not heard of the retirement yet still names them), only by direct contact.
+        self._gone_addresses: set[str] = set()
         self.next_sync = 0.0
         self._round = 0
         self.stats = {
@@ -239,6 +242,7 @@ class GossipNode:
         self.retired[replica_id] = self.replica.retire(replica_id, bar)
         for address in [a for a, p in self.peers.items() if p.replica_id == replica_id]:
             del self.peers[address]
+            self._gone_addresses.add(address)
 
     def _retire_silent(self, now: float) -> None:
         assert self.retire_after is not None
@@ -449,6 +453,7 @@ class GossipNode:
                     "%s: refusing frames of retired replica %r", self.address, replica_id
                 )
             return []
+        self._gone_addresses.discard(sender)  # a new replica at a retired one's address
         peer = self.add_peer(sender)  # only a sender whose frame was valid
         if peer is None:
             return []
@@ -479,7 +484,8 @@ class GossipNode:
                 peer.peers = frozenset(addresses)
                 if self.learn_peers:
                     for address in addresses:
-                        self.add_peer(address)
+                        if address not in self._gone_addresses:
+                            self.add_peer(address)
             # What a peer acknowledged it keeps (a durable replica restarts with it; one
             # that lost its memory comes back under a new replica id, handled above),
             # so a digest only adds to `known`: one overtaken by a newer ACK must not

@@ -12,7 +12,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from crdtmem import Replica, codec
-from crdtmem.gossip import PUSH, GossipNode
+from crdtmem.gossip import PUSH, SYNC, GossipNode
 from transport import SimNetwork
 
 NAMES = [f"n{i}" for i in range(6)]
@@ -397,3 +397,21 @@ def test_retire_after_retires_a_crashed_member_by_itself() -> None:
         assert net.replica(name).stats()["list_tombstones"] == 0
     with pytest.raises(ValueError, match="retire_after"):
         GossipNode(Replica("x"), "x", dead_after=5, retire_after=1)
+
+
+def test_a_retired_address_is_not_learned_back_from_a_peer_that_has_not_heard() -> None:
+    net = SimNetwork(29)
+    names = NAMES[:3]
+    for name in names:
+        net.add_node(name)
+    net.run_for(2)
+    net.crash("n2")
+    n0, n1 = net.nodes["n0"].gossip, net.nodes["n1"].gossip
+    n1.peers["n0"].told = None  # its next digest to n0 lists its peers, n2 included
+    stale = n1._frame(n1.peers["n0"], SYNC)
+    n0.retire("n2")
+    n0.receive(stale.data, net.now)
+    assert "n2" not in n0.peers  # else n0 would wait for it forever: no stability
+    _churn(net, names[:2], 20)
+    net.run_for(5)
+    assert all(net.replica(n).stats()["list_tombstones"] == 0 for n in names[:2])
