@@ -62,3 +62,31 @@ async def test_async_bind_failure_raises() -> None:
     async with AsyncZmqGossip(Replica("a"), bind=addr):
         with pytest.raises(Exception, match="Address already in use"):
             await AsyncZmqGossip(Replica("b"), bind=addr).start()
+
+
+@pytest.mark.asyncio
+async def test_an_async_node_leaves_and_the_others_forget_it() -> None:
+    a, b, c = Replica("a"), Replica("b"), Replica("c")
+    addrs = addresses(3)
+    nodes = [
+        AsyncZmqGossip(r, bind=addr, peers=[x for x in addrs if x != addr], interval=0.1)
+        for r, addr in zip((a, b, c), addrs, strict=True)
+    ]
+    for node in nodes:
+        await node.start()
+    try:
+        for i in range(5):
+            c.list("notes").append(i)
+        assert await nodes[2].leave(timeout=10)
+        a.list("notes").delete(0)
+        assert await until(
+            lambda: all(
+                "c" not in r.version() and r.stats()["list_tombstones"] == 0 for r in (a, b)
+            )
+        )
+        assert a.list("notes").value == b.list("notes").value == [1, 2, 3, 4]
+        with pytest.raises(RuntimeError, match="not running"):
+            await nodes[2].leave()
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -187,6 +187,21 @@ class AsyncZmqGossip:
             except zmq.Again:
                 self.dropped_sends += 1  # peer down or slow: anti-entropy repairs it
 
+    async def leave(self, timeout: float = 5.0) -> bool:
+        """Leave the group for good (see :meth:`transport.ZmqGossip.leave`): wait up to
+        ``timeout`` seconds for every peer to acknowledge this replica's updates, tell
+        the peers to retire it, and stop. Returns whether all were acknowledged."""
+        node = self.node
+        if node is None or self._task is None:
+            raise RuntimeError("this AsyncZmqGossip is not running")
+        deadline = time.monotonic() + timeout
+        while not node.spread() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        spread = node.spread()
+        await self._send(node.leave())
+        await self.stop()
+        return spread
+
     def retire(self, replica_id: str) -> None:
         """Retire a replica that left the group for good (see
         :meth:`crdtmem.gossip.GossipNode.retire`); call it from the event loop."""
