@@ -98,11 +98,38 @@ class VersionVector(Mapping[str, int]):
 
     def join(self, other: Mapping[str, int]) -> VersionVector:
         """Pointwise maximum."""
-        merged = dict(self._entries)
-        for actor, count in other.items():
-            if count > merged.get(actor, 0):
-                merged[actor] = count
-        return VersionVector(merged)
+        return VersionVector(join_vectors(self._entries, other))
+
+
+# The version-vector kernel: plain ``dict[str, int]`` in, plain dicts out, so the hot
+# paths (the replica, gossip, counters) pay for no wrapper. Missing entries count as 0.
+
+
+def join_into(into: dict[str, int], other: Mapping[str, int]) -> None:
+    """Raise ``into`` to the pointwise maximum of itself and ``other``, in place."""
+    for actor, count in other.items():
+        if count > into.get(actor, 0):
+            into[actor] = count
+
+
+def join_vectors(*vectors: Mapping[str, int]) -> dict[str, int]:
+    """The pointwise maximum of ``vectors`` (a new dict)."""
+    merged: dict[str, int] = {}
+    for vector in vectors:
+        join_into(merged, vector)
+    return merged
+
+
+def meet_vectors(base: Mapping[str, int], others: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The pointwise minimum of ``base`` and ``others``, over ``base``'s actors: what
+    every one of them includes of what ``base`` includes."""
+    lowest = dict(base)
+    for vector in others:
+        for actor, count in lowest.items():
+            theirs = vector.get(actor, 0)
+            if theirs < count:
+                lowest[actor] = theirs
+    return lowest
 
 
 def compare(left: Mapping[str, int], right: Mapping[str, int]) -> Order:

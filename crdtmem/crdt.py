@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, Self, TypeVar, runtime_checkable
 
 from crdtmem import codec
 from crdtmem.errors import DecodeError
@@ -143,3 +143,35 @@ class CrdtBase(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.value()!r})"
+
+
+# --- the tag table ------------------------------------------------------------------------
+
+# The one table of types by wire tag. Each type module registers its class as it is
+# defined, so the table sits below every type and nothing imports upward to find a type;
+# ``crdtmem.registry`` imports every type module, so once ``crdtmem`` is imported the
+# table is complete.
+_TYPES: Final[dict[int, type[CRDT]]] = {}
+C = TypeVar("C", bound=type[Any])
+
+
+def register_type(kind: C) -> C:
+    """Class decorator: enter ``kind`` in the tag table under ``kind.TAG``."""
+    taken = _TYPES.get(kind.TAG)
+    if taken is not None and taken is not kind:
+        raise ValueError(f"type tag {kind.TAG} is taken by {taken.__name__}")
+    _TYPES[kind.TAG] = kind
+    return kind
+
+
+def crdt_type(tag: int) -> type[CRDT]:
+    """The type registered under wire tag ``tag`` (``DecodeError`` if none is)."""
+    kind = _TYPES.get(tag)
+    if kind is None:
+        raise DecodeError(f"unknown CRDT type tag {tag}")
+    return kind
+
+
+def registered_types() -> dict[int, type[CRDT]]:
+    """A copy of the tag table."""
+    return dict(_TYPES)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Self, final
 
 from crdtmem.codec import INT_MAX, as_actor, as_dict, as_int, as_list, sorted_map
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import ValueOutOfRange
 
 
@@ -43,6 +43,7 @@ def check_amount(amount: object) -> int:
 
 
 @final
+@register_type
 class GCounter(CrdtBase):
     """Grow-only counter. ``increment_delta`` with ``n < 0`` raises ``ValueError``."""
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any, Self, final
 
 from crdtmem.codec import as_actor, as_list, checked, value_key, wire_value
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.hlc import ZERO, Timestamp
 
 
 @final
+@register_type
 class LWWRegister(CrdtBase):
     """Last-writer-wins register holding one value (``None`` before any write)."""
 

@@ -17,11 +17,12 @@ from typing import Any, Self, final
 
 from crdtmem.causality import Dot, DotContext, dot_from_wire
 from crdtmem.codec import as_list, checked, value_key, wire_value
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import DecodeError
 
 
 @final
+@register_type
 class MVRegister(CrdtBase):
     """Multi-value register; a write replaces exactly the writes it had observed."""
 

@@ -21,11 +21,10 @@ are kept and merged, and readers see the one with the lowest type tag, on every 
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Self, final
 
 from crdtmem.codec import MAX_MAP_DEPTH, as_int, as_list, as_str
-from crdtmem.crdt import CRDT, CrdtBase, Writer
+from crdtmem.crdt import CRDT, CrdtBase, Writer, crdt_type, register_type
 from crdtmem.errors import DecodeError
 from crdtmem.orset import ORSet
 
@@ -36,6 +35,7 @@ def visible(entries: dict[int, CRDT]) -> CRDT:
 
 
 @final
+@register_type
 class ORMap(CrdtBase):
     """Observed-remove map of nested CRDTs with update-wins and observed-reset removal."""
 
@@ -135,19 +135,3 @@ def decode_fields(obj: object, what: str, depth: int = 0) -> dict[str, dict[int,
             entries[kind.TAG] = kind.from_wire(state_obj, depth)
         fields[name] = entries
     return fields
-
-
-def crdt_type(tag: int) -> type[CRDT]:
-    """The type registered under wire tag ``tag``."""
-    kind = _registry().get(tag)
-    if kind is None:
-        raise DecodeError(f"unknown CRDT type tag {tag}")
-    return kind
-
-
-@functools.cache
-def _registry() -> dict[int, type[CRDT]]:
-    # Imported on first use: the registry imports this module.
-    from crdtmem.registry import TYPES
-
-    return TYPES

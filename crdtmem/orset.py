@@ -22,7 +22,7 @@ from typing import Any, Self, final
 
 from crdtmem.causality import Dot, DotContext, dot_from_wire
 from crdtmem.codec import as_list, check_value, value_key, wire_value
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import DecodeError, UnsupportedValue
 
 
@@ -38,6 +38,7 @@ def element_key(element: object) -> bytes:
 
 
 @final
+@register_type
 class ORSet(CrdtBase):
     """Add-wins OR-set. ``owners`` indexes live dots so a small delta joins in O(delta)."""
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any, Self, final
 
 from crdtmem.codec import as_list
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.gcounter import GCounter, check_amount
 
 
 @final
+@register_type
 class PNCounter(CrdtBase):
     """Positive-negative counter; a negative increment is a decrement."""
 

@@ -38,10 +38,10 @@ from crdtmem import checkpoints as ckpt
 from crdtmem import codec
 from crdtmem.causality import check_vector, dominates
 from crdtmem.codec import as_actor, as_int, as_list, as_str, detach
-from crdtmem.crdt import CRDT, Writer
+from crdtmem.crdt import CRDT, Writer, crdt_type
 from crdtmem.errors import DecodeError, ReplicaClosed, TypeMismatch
 from crdtmem.hlc import HybridLogicalClock
-from crdtmem.ormap import ORMap, crdt_type, decode_fields, visible
+from crdtmem.ormap import ORMap, decode_fields, visible
 
 logger = logging.getLogger("crdtmem.replica")
 

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final, Self, final
 
 from crdtmem.codec import as_actor, as_int, as_list, checked, wire_value
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import DecodeError
 
 Id = tuple[int, str]
@@ -95,6 +95,7 @@ class _Chunk:
 
 
 @final
+@register_type
 class RGA(CrdtBase):
     """Replicated growable array: a list with index-based insert and delete."""
 

@@ -29,7 +29,7 @@ from typing import Any, Self, final
 import pycrdt
 
 from crdtmem.codec import as_bytes, as_list
-from crdtmem.crdt import CrdtBase, Writer
+from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import DecodeError
 
 _FIELD = "text"
@@ -72,6 +72,7 @@ def _new_doc(client_id: int | None) -> tuple[pycrdt.Doc[Any], pycrdt.Text]:
 
 
 @final
+@register_type
 class TextCRDT(CrdtBase):
     """Collaborative text with code-point positions; backed by a pycrdt ``Doc``."""
 
