@@ -224,6 +224,8 @@ class DotContext:
     def max_counter(self, actor: str) -> int:
         """The highest counter seen for ``actor`` (0 if none)."""
         top = self._vector.get(actor, 0)
+        if not self._cloud:
+            return top
         for dot in self._cloud:
             if dot[0] == actor and dot[1] > top:
                 top = dot[1]

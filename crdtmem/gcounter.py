@@ -16,23 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Self, final
 
-from crdtmem.codec import INT_MAX, as_actor, as_dict, as_int, as_list, sorted_map
+from crdtmem.causality import check_vector, join_into
+from crdtmem.codec import INT_MAX, as_list, sorted_map
 from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import ValueOutOfRange
-
-
-def _join_max(into: dict[str, int], other: dict[str, int]) -> None:
-    for actor, count in other.items():
-        if count > into.get(actor, 0):
-            into[actor] = count
-
-
-def _decode_vector(obj: object, what: str) -> dict[str, int]:
-    vector = as_dict(obj, what)
-    for actor, count in vector.items():
-        as_actor(actor, what)
-        as_int(count, f"{what}[{actor!r}]", lo=1)
-    return vector
 
 
 def check_amount(amount: object) -> int:
@@ -76,9 +63,9 @@ class GCounter(CrdtBase):
         return GCounter({writer.actor: total} if total else {})
 
     def absorb(self, other: GCounter) -> None:
-        _join_max(self.counts, other.counts)
+        join_into(self.counts, other.counts)
         if other.floors:
-            _join_max(self.floors, other.floors)
+            join_into(self.floors, other.floors)
 
     def copy(self) -> Self:
         return type(self)(dict(self.counts), dict(self.floors))
@@ -92,6 +79,4 @@ class GCounter(CrdtBase):
     @classmethod
     def from_wire(cls, obj: object, depth: int = 0) -> Self:
         counts, floors = as_list(obj, "gcounter", 2)
-        return cls(
-            _decode_vector(counts, "gcounter counts"), _decode_vector(floors, "gcounter floors")
-        )
+        return cls(check_vector(counts, "gcounter counts"), check_vector(floors, "gcounter floors"))

@@ -18,6 +18,7 @@ from typing import Any, Self, final
 from crdtmem.causality import Dot, DotContext, dot_from_wire
 from crdtmem.codec import as_list, checked, value_key, wire_value
 from crdtmem.crdt import CrdtBase, Writer, register_type
+from crdtmem.dotstore import fresh_dot, join_dots
 from crdtmem.errors import DecodeError
 
 
@@ -45,17 +46,17 @@ class MVRegister(CrdtBase):
     def set_delta(self, writer: Writer, new_value: object) -> MVRegister:
         """A delta writing ``new_value`` over every value currently visible."""
         new_value = checked(new_value)
-        dot = Dot(writer.actor, self.context.max_counter(writer.actor) + 1)
+        dot = fresh_dot(self.context, writer.actor)
         return MVRegister({dot: new_value}, DotContext.of([*self.entries, dot]))
 
     def absorb(self, other: MVRegister) -> None:
-        theirs, their_context, my_context = other.entries, other.context, self.context
-        kept = {d: v for d, v in self.entries.items() if d in theirs or d not in their_context}
-        for dot, item in theirs.items():
-            if dot not in my_context and dot not in kept:
-                kept[dot] = item
-        self.entries = kept
-        my_context.absorb(their_context)
+        entries, theirs = self.entries, other.entries
+        dropped, added = join_dots(entries, self.context, theirs, other.context)
+        for dot in dropped:
+            del entries[dot]
+        for dot in added:
+            entries[dot] = theirs[dot]
+        self.context.absorb(other.context)
 
     def copy(self) -> Self:
         return type(self)(dict(self.entries), self.context.copy())

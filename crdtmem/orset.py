@@ -23,6 +23,7 @@ from typing import Any, Self, final
 from crdtmem.causality import Dot, DotContext, dot_from_wire
 from crdtmem.codec import as_list, check_value, value_key, wire_value
 from crdtmem.crdt import CrdtBase, Writer, register_type
+from crdtmem.dotstore import fresh_dot, join_dots
 from crdtmem.errors import DecodeError, UnsupportedValue
 
 
@@ -96,9 +97,13 @@ class ORSet(CrdtBase):
     def add_delta(self, writer: Writer, element: object) -> ORSet:
         """A delta adding ``element`` (and superseding its earlier dots)."""
         key = element_key(element)
-        dot: Dot = (writer.actor, self.context.max_counter(writer.actor) + 1)  # type: ignore[assignment]
-        seen = self.dots.get(key, set())
-        return self._build([(key, element, [dot])], DotContext.of([*seen, dot]))
+        dot = fresh_dot(self.context, writer.actor)
+        context = DotContext.of(self.dots.get(key, ()))
+        context.add(dot)
+        delta = ORSet()
+        delta.dots[key], delta.elements[key], delta.owners[dot] = {dot}, element, key
+        delta.context = context
+        return delta
 
     def discard_delta(self, writer: Writer, element: object) -> ORSet:
         """A delta removing every add of ``element`` observed so far (no-op if absent)."""
@@ -106,23 +111,15 @@ class ORSet(CrdtBase):
         return self._build([], DotContext.of(self.dots.get(key, ())))
 
     def absorb(self, other: ORSet) -> None:
-        their_context = other.context
-        # Removals: our live dots that the other side has seen but no longer holds. Walk
-        # whichever is smaller, our live dots or their context, so that a small delta
-        # joins into a large set in time proportional to the delta.
-        if their_context.dot_count() <= len(self.owners):
-            candidates: Iterable[Dot] = [d for d in their_context.iter_dots() if d in self.owners]
-        else:
-            candidates = [d for d in self.owners if d in their_context]
-        for dot in candidates:
-            if dot not in other.owners:
-                self._drop(dot)
-        my_context, owners = self.context, self.owners
-        for key, dots in other.dots.items():
-            fresh = [d for d in dots if d not in my_context and d not in owners]
-            if fresh:
-                self._put(key, other.elements[key], fresh)
-        my_context.absorb(their_context)
+        # ``owners`` is the dot store (dot -> element key); ``dots`` indexes it by key.
+        dropped, added = join_dots(self.owners, self.context, other.owners, other.context)
+        for dot in dropped:
+            self._drop(dot)
+        theirs = other.owners
+        for dot in added:
+            key = theirs[dot]
+            self._put(key, other.elements[key], (dot,))
+        self.context.absorb(other.context)
 
     def copy(self) -> Self:
         return self._build(
