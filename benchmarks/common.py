@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
+# The editing traces travel with the repository (see traces/README.md there).
+TRACES = Path(__file__).resolve().parent / "traces"
 
 
 def per_op(
@@ -33,7 +34,7 @@ def per_op(
 
 
 def load_trace(name: str) -> dict[str, Any]:
-    """An editing trace from ../shared/traces (see its README for the format)."""
+    """An editing trace from benchmarks/traces (see its README for the format)."""
     with gzip.open(TRACES / f"{name}.json.gz", "rt", encoding="utf-8") as handle:
         trace: dict[str, Any] = json.load(handle)
     return trace

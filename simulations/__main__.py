@@ -3,21 +3,28 @@
 Shows progress while it runs, ends with a table of convergence time after healing
 (p50/p99/max over the trials), messages and bytes per update and lost acknowledged
 writes (must be 0), and writes a PNG plot of divergence over time and a JSON result.
+
+Needs the ``sim`` extra (rich and matplotlib): ``pip install 'crdtmem[sim]'``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
-
 from simulations.scenarios import SCENARIOS, Options, Trial, run_trial
+
+# Not dependencies of the library itself: the `sim` extra installs them.
+EXTRA_MODULES = ("rich", "matplotlib")
+
+
+def missing_modules() -> list[str]:
+    """The modules of the ``sim`` extra that are not installed."""
+    return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -68,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
             setattr(options, item.name, given)
     if not 0 <= options.drop <= 0.9 or options.replicas < 2:
         parser.error("--drop must be in [0, 0.9] and --replicas at least 2")
+    missing = missing_modules()
+    if missing:
+        print(
+            f"python -m simulations needs {' and '.join(missing)}, which crdtmem does not "
+            "install by itself: pip install 'crdtmem[sim]' (from a clone: pip install -e "
+            "'.[sim]')",
+            file=sys.stderr,
+        )
+        return 2
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
     console = Console()
     trials: list[Trial] = []
     with Progress(console=console, transient=True) as progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,17 @@ def test_ring_topology_and_bad_options(tmp_path: Path) -> None:
     assert main(argv) == 0
     with pytest.raises(SystemExit):
         main(["lossy", "--drop", "0.95", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("absent", ["matplotlib", "rich"])
+def test_without_the_sim_extra_it_stops_at_once_naming_it(
+    absent: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, absent, None)  # as if not installed
+    assert main(["partition-heal", "--trials", "1", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert absent in error and "crdtmem[sim]" in error
+    assert not any(tmp_path.iterdir())
