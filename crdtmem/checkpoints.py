@@ -24,6 +24,7 @@ from crdtmem import codec
 from crdtmem.causality import dominates
 from crdtmem.codec import as_dict, as_int, as_list
 from crdtmem.errors import DecodeError
+from crdtmem.files import write_atomically
 
 if TYPE_CHECKING:
     from crdtmem.fields import MapField
@@ -107,13 +108,7 @@ def write_file(folder: str, checkpoint: Checkpoint, state: bytes) -> None:
     back is an error now, not when it is needed."""
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{checkpoint.number:010d}.ckpt")
-    temporary = target + ".tmp"
-    data = encode(checkpoint, state)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    write_atomically(target, encode(checkpoint, state))
     with open(target, "rb") as handle:
         if decode(handle.read(), target)[1] != state:
             raise OSError(f"{target}: checkpoint read back differs from what was written")

@@ -169,7 +169,8 @@ class Replica:
 
     Args:
         replica_id: unique in the deployment, 1 to 64 characters, stable across restarts.
-        path: folder for durable state (see ``crdtmem.storage``); ``None`` keeps it in memory.
+        path: folder for durable state (see ``crdtmem.storage``), created with any
+            missing parent folders; ``None`` keeps it in memory.
         clock: seconds since the epoch, for LWW timestamps; inject a virtual clock in
             simulations. Defaults to ``time.time``.
         durability: with ``path``, ``"process"`` (survive ``kill -9``, the default),
@@ -531,8 +532,10 @@ class Replica:
         replica_id = check_replica_id(replica_id)
         if replica_id == self.replica_id:
             raise ValueError("a replica cannot retire itself")
-        if type(final) is not int or final < 0:
-            raise TypeError("final is a non-negative int")
+        if type(final) is not int:
+            raise TypeError(f"final is an int, got {type(final).__name__}")
+        if final < 0:
+            raise ValueError(f"final is non-negative, got {final}")
         with self._lock:
             self._check_open()
             bar = max(final, self._version.get(replica_id, 0), self._retired.get(replica_id, 0))
@@ -1057,10 +1060,10 @@ def _check_version_arg(version: Mapping[str, int] | None) -> Mapping[str, int]:
     if not isinstance(version, Mapping):
         raise TypeError(f"version must be a mapping of replica id to int, got {type(version)}")
     for actor, count in version.items():
-        if type(actor) is not str or type(count) is not int or count < 0:
-            raise TypeError(
-                f"version entries are str -> non-negative int, got {actor!r}: {count!r}"
-            )
+        if type(actor) is not str or type(count) is not int:
+            raise TypeError(f"version entries are str -> int, got {actor!r}: {count!r}")
+        if count < 0:
+            raise ValueError(f"version counts are non-negative, got {actor!r}: {count}")
     return version
 
 

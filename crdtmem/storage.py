@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from crdtmem import codec
 from crdtmem.codec import as_dict, as_int, as_list
-from crdtmem.errors import CrdtmemError, DecodeError
+from crdtmem.errors import DecodeError, StorageError
+from crdtmem.files import sync_folder, write_atomically
 
 if TYPE_CHECKING:
     from crdtmem.replica import Replica
@@ -53,10 +54,6 @@ GROUP_COMMIT_RECORDS: Final = 64
 _FRAME = struct.Struct(">II")
 
 
-class StorageError(CrdtmemError, OSError):
-    """Stored state cannot be used (wrong replica, newer format, unreadable manifest)."""
-
-
 class Storage:
     """The append-only log behind a durable replica."""
 
@@ -71,17 +68,16 @@ class Storage:
 
     @classmethod
     def open(cls, folder: str, replica_id: str, durability: str = "process") -> Storage:
-        """Open (creating if needed) the store at ``folder`` for ``replica_id``.
+        """Open the store at ``folder`` for ``replica_id``, creating the folder (and any
+        missing parent folders) if needed.
 
         Raises:
             ValueError: the folder belongs to another replica id, or a bad ``durability``.
             StorageError: the manifest is unreadable or from a newer crdtmem.
-            FileNotFoundError: the parent folder does not exist.
         """
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-        if not os.path.isdir(folder):
-            os.mkdir(folder)
+        os.makedirs(folder, exist_ok=True)
         manifest = os.path.join(folder, "MANIFEST")
         if os.path.exists(manifest):
             stored_format = _check_manifest(manifest, replica_id)
@@ -89,7 +85,7 @@ class Storage:
                 MIGRATIONS[step](folder, replica_id)
                 logger.info("%s: migrated storage format %d to %d", folder, step, step + 1)
         else:
-            _write_atomically(
+            write_atomically(
                 manifest, codec.pack({"format": STORAGE_FORMAT, "replica_id": replica_id})
             )
         fd = os.open(os.path.join(folder, "log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -154,7 +150,7 @@ class Storage:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.log_path)
-        _sync_folder(self.folder)
+        sync_folder(self.folder)
         fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
         os.close(self._fd)
         self._fd = fd
@@ -223,7 +219,7 @@ def _migrate_1_to_2(folder: str, replica_id: str) -> None:
     stored states and a record kind for retired replicas), so the log and checkpoints
     stay as they are and only the manifest changes, atomically: an interrupted
     migration leaves a format 1 folder."""
-    _write_atomically(
+    write_atomically(
         os.path.join(folder, "MANIFEST"), codec.pack({"format": 2, "replica_id": replica_id})
     )
 
@@ -252,22 +248,3 @@ def _check_manifest(manifest: str, replica_id: str) -> int:
             f"not {replica_id!r}"
         )
     return stored_format
-
-
-def _write_atomically(target: str, data: bytes) -> None:
-    temporary = target + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
-    _sync_folder(os.path.dirname(target) or ".")
-
-
-def _sync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable."""
-    folder_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(folder_fd)
-    finally:
-        os.close(folder_fd)
