@@ -95,8 +95,7 @@ def test_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
 def test_full_state_merge_survives_restart(tmp_path: Path) -> None:
     source = Replica("src")
     source.counter("c").increment(5)
-    source._log_start["src"] = 3  # as if compacted: forces the full-state path
-    del source._log["src"][:2]
+    source.compact_log({"src": 2})  # the log lacks updates 1-2: forces the full-state path
     r = Replica("a", path=str(tmp_path / "a"))
     r.merge(source.delta_since())
     assert r.counter("c").value == 5
