@@ -43,10 +43,6 @@ class Update:
     delta: CRDT
     wire: Any
 
-    def entry(self) -> LogEntry:
-        """The update as its origin's log keeps it."""
-        return (self.deps, self.name, self.tag, codec.pack_body(self.wire))
-
 
 @final
 @dataclass(frozen=True, slots=True)

@@ -173,8 +173,7 @@ class Replica:
         self._updates = UpdateLog(self.replica_id)
         self._collector = Collector()
         # Bound once: the write path calls them on every update.
-        self._prepare_local = self._updates.prepare_local
-        self._commit_local = self._updates.commit_local
+        self._add_local = self._updates.add_local
         self._doom = self._collector.add_update
         self._subscribers: builtins.list[tuple[Callable[[ChangeEvent], None], str | None]] = []
         self._rejected_messages = 0
@@ -285,14 +284,15 @@ class Replica:
             delta = mutate(top) if len(path) == 1 else self._nested_delta(top, path, mutate)
             # Encoded now, once: a packed entry is one bytes object, where a retained
             # delta would be a graph of containers for the garbage collector to rescan.
-            seq, entry = self._prepare_local(name, tag, codec.pack_body(delta.to_wire()))
+            payload = codec.pack_body(delta.to_wire())
             storage = self._storage
-            if storage is not None:
-                storage.append_update(self.replica_id, seq, entry)
+            # Stored, then counted and logged: a failure to store changes nothing.
+            seq = self._add_local(
+                name, tag, payload, None if storage is None else storage.append_update
+            )
             if fresh:
                 self._fields.setdefault(name, {})[tag] = top
             top.absorb(delta)
-            self._commit_local(seq, entry)
             if tag in HOLDS_LISTS:
                 self._doom((name, tag), delta, self.replica_id, seq)
             if storage is not None and storage.size() > self._snapshot_at:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, final
 
+from crdtmem import codec
 from crdtmem.causality import dominates
 from crdtmem.messages import ENTRY_OVERHEAD, LogEntry, Run, Update
 
@@ -27,6 +28,8 @@ MAX_BUFFERED_UPDATES: Final = 100_000
 
 # Applies one update to the replica's state (and storage) before the log records it.
 Apply = Callable[[Update, LogEntry], None]
+# Stores update ``seq`` of an origin durably: ``Storage.append_update``.
+Store = Callable[[str, int, LogEntry], None]
 
 
 def check_version(version: Mapping[str, int] | None) -> Mapping[str, int]:
@@ -88,20 +91,25 @@ class UpdateLog:
 
     # --- local updates ------------------------------------------------------------------
 
-    def prepare_local(self, name: str, tag: int, payload: bytes) -> tuple[int, LogEntry]:
-        """The seq and log entry of this replica's next update (recorded by
-        :meth:`commit_local`, once it is stored and applied)."""
-        seq = self.version.get(self.own, 0) + 1
+    def add_local(self, name: str, tag: int, payload: bytes, store: Store | None) -> int:
+        """Record this replica's next update (``payload``, a packed delta of field
+        ``name``): first ``store`` it, if given, then count and log it. Returns its seq.
+
+        One call per write, on the hot path. The caller applies the delta once this
+        returns: joining a delta just made from the state cannot fail, storing can, and
+        then nothing has changed.
+        """
+        own = self.own
+        seq = self.version.get(own, 0) + 1
         deps = self._local_deps
         if deps is None:
-            own = self.own
             deps = self._local_deps = {k: v for k, v in self.version.items() if k != own}
-        return seq, (deps, name, tag, payload)
-
-    def commit_local(self, seq: int, entry: LogEntry) -> None:
-        """Record this replica's update ``seq`` as applied."""
-        self.version[self.own] = seq
+        entry = (deps, name, tag, payload)
+        if store is not None:
+            store(own, seq, entry)
+        self.version[own] = seq
         self.own_log.append(entry)
+        return seq
 
     # --- causal delivery ------------------------------------------------------------------
 
@@ -170,7 +178,7 @@ class UpdateLog:
         self.buffered += 1
 
     def _apply(self, update: Update, apply: Apply, applied: list[Update]) -> None:
-        entry = update.entry()
+        entry = (update.deps, update.name, update.tag, codec.pack_body(update.wire))
         apply(update, entry)
         self.version[update.origin] = update.seq
         self.logs.setdefault(update.origin, []).append(entry)

@@ -28,6 +28,11 @@ from crdtmem.storage import MembershipRecord, StateRecord, Storage, UpdateRecord
 from crdtmem.updatelog import UpdateLog
 
 
+def log_entry(update: Update) -> LogEntry:
+    """The update as its origin's log keeps it."""
+    return (update.deps, update.name, update.tag, codec.pack_body(update.wire))
+
+
 def update(origin: str, seq: int, deps: dict[str, int] | None = None, n: int = 1) -> Update:
     delta = GCounter.empty().increment_delta(Writer.fixed(origin), n)
     return Update(origin, seq, deps or {}, "c", GCounter.TAG, delta, delta.to_wire())
@@ -40,7 +45,7 @@ class Applier:
         self.applied: list[tuple[str, int]] = []
 
     def __call__(self, update: Update, entry: LogEntry) -> None:
-        assert entry == update.entry()
+        assert entry == log_entry(update)
         self.applied.append((update.origin, update.seq))
 
 
@@ -74,13 +79,26 @@ def test_update_log_records_nothing_when_applying_fails() -> None:
 def test_local_updates_share_their_dependencies_until_a_remote_one_arrives() -> None:
     log = UpdateLog("me")
     log.deliver([update("a", 1)], Applier())
-    seq, first = log.prepare_local("c", GCounter.TAG, b"x")
-    log.commit_local(seq, first)
-    seq, second = log.prepare_local("c", GCounter.TAG, b"y")
-    log.commit_local(seq, second)
-    assert seq == 2 and first[0] is second[0] and first[0] == {"a": 1}
+    stored: list[tuple[str, int, LogEntry]] = []
+    assert log.add_local("c", GCounter.TAG, b"x", None) == 1
+    assert log.add_local("c", GCounter.TAG, b"y", lambda *record: stored.append(record)) == 2
+    first, second = log.own_log
+    assert first[0] is second[0] and first[0] == {"a": 1}
+    assert stored == [("me", 2, second)]
     log.deliver([update("a", 2)], Applier())
-    assert log.prepare_local("c", GCounter.TAG, b"z")[1][0] == {"a": 2}
+    log.add_local("c", GCounter.TAG, b"z", None)
+    assert log.own_log[-1][0] == {"a": 2} and log.version == {"a": 2, "me": 3}
+
+
+def test_a_local_update_that_cannot_be_stored_is_not_recorded() -> None:
+    log = UpdateLog("me")
+
+    def full(origin: str, seq: int, entry: LogEntry) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        log.add_local("c", GCounter.TAG, b"x", full)
+    assert log.version == {} and log.own_log == []
 
 
 def test_update_log_runs_and_trimming() -> None:
@@ -188,7 +206,7 @@ def test_checkpoint_store_in_a_folder_trims_files_and_loads_them(tmp_path: Path)
 
 def test_messages_round_trip() -> None:
     one, two = update("a", 1), update("a", 2)
-    decoded = decode_message(updates_message([("a", 1, [one.entry(), two.entry()])]))
+    decoded = decode_message(updates_message([("a", 1, [log_entry(one), log_entry(two)])]))
     assert decoded == [one, two]
     fields: dict[str, dict[int, Any]] = {"c": {GCounter.TAG: one.delta}}
     state = decode_message(state_message("a", {"a": 1}, fields))
@@ -204,7 +222,7 @@ def test_messages_round_trip() -> None:
 def test_storage_replays_typed_records(tmp_path: Path) -> None:
     storage = Storage.open(str(tmp_path / "s"), "me")
     one = update("a", 1)
-    storage.append_update("a", 1, one.entry())
+    storage.append_update("a", 1, log_entry(one))
     storage.append_state(state_message("a", {"a": 1}, {}))
     storage.append_membership("a", 1, True)
     records = list(storage.replay())
