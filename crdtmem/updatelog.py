@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, final
 
 from crdtmem import codec
-from crdtmem.causality import dominates
+from crdtmem.causality import dominates, join_vectors
 from crdtmem.messages import ENTRY_OVERHEAD, LogEntry, Run, Update
 
 # Updates waiting for a causal gap to fill. Past this many, new early arrivals are
@@ -118,10 +118,7 @@ class UpdateLog:
         count as applied up to where it was retired)."""
         if dominates(self.version, deps):
             return True
-        if not self.forgotten:
-            return False
-        version, forgotten = self.version, self.forgotten
-        return all(c <= version.get(o, 0) or c <= forgotten.get(o, -1) for o, c in deps.items())
+        return bool(self.forgotten) and dominates(self.state_vector(), deps)
 
     def deliver(self, updates: Iterable[Update], apply: Apply) -> list[Update]:
         """Apply (through ``apply``) each update whose dependencies are met, then any
@@ -207,7 +204,7 @@ class UpdateLog:
     def state_vector(self) -> dict[str, int]:
         """The version a full state of this replica holds: forgotten replicas' updates
         are part of it too."""
-        return {**self.forgotten, **self.version}
+        return join_vectors(self.forgotten, self.version)
 
     # --- reading the log ------------------------------------------------------------------
 
