@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Final, Generic, Self, TypeVar
 
 from crdtmem import codec
 from crdtmem.codec import detach
@@ -332,9 +332,12 @@ class MapField(Field[ORMap]):
 
     def restore_to(self, past: ORMap | None) -> builtins.list[str]:
         """Remove the keys that were not there, and restore the others."""
-        present = set(self._past_value(past))
+        current, target = self.value, self._past_value(past)
+        if current == target:
+            return []
+        present = set(target)
         skipped: builtins.list[str] = []
-        for key in sorted(set(self.value) - present):
+        for key in sorted(set(current) - present):
             self.remove(key)
         past_fields = past.fields if past is not None else {}
         for key in sorted(present):
@@ -345,7 +348,8 @@ class MapField(Field[ORMap]):
         return skipped
 
 
-HANDLES: dict[int, type[Field[Any]]] = {
+# The handle class for each state type, by type tag.
+HANDLES: Final[dict[int, type[Field[Any]]]] = {
     handle.TYPE.TAG: handle
     for handle in (
         GCounterField,
