@@ -1,8 +1,9 @@
-"""Checkpoints and time travel: snapshots of a replica, views of its past, and restore.
+"""The checkpoint store: snapshots of a replica's state, kept, named, trimmed and loaded.
 
 A checkpoint is the replica's full state at one version, with a label and a time (from
 the replica's own clock), checksummed; a durable replica keeps its checkpoints as files
-(written beside the log, flushed, read back and verified), an in-memory one in memory.
+(written beside the log, flushed, renamed with the folder synced, read back and
+verified), an in-memory one in memory. Only the newest ``keep`` are kept.
 
 ``Replica.at(checkpoint)`` or ``Replica.at(version)`` is a read-only :class:`View` of the
 past: a version is reached from the newest checkpoint it includes plus the logged updates
@@ -13,21 +14,20 @@ values, and concurrent updates made elsewhere still merge in on top, as any upda
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol, final
 
 from crdtmem import codec
 from crdtmem.causality import dominates
 from crdtmem.codec import as_dict, as_int, as_list
 from crdtmem.errors import DecodeError
-
-if TYPE_CHECKING:
-    from crdtmem.fields import MapField
-    from crdtmem.replica import Replica
+from crdtmem.files import write_atomically
 
 logger = logging.getLogger("crdtmem.checkpoints")
 
@@ -35,6 +35,7 @@ _FRAME = struct.Struct(">II")
 FOLDER: Final = "checkpoints"
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """One snapshot: ``number`` increases with each checkpoint of a replica."""
@@ -47,25 +48,30 @@ class Checkpoint:
     checksum: int
 
 
-@dataclass(slots=True)
-class Stored:
-    checkpoint: Checkpoint
-    state: bytes | None  # None: on disk, read when needed
+class Readable(Protocol):
+    """What a :class:`View` shows: a replica, in practice."""
+
+    def value(self) -> dict[str, Any]: ...
+
+    def version(self) -> dict[str, int]: ...
 
 
+@final
 class View:
     """A read-only replica of the past (see :meth:`Replica.at`)."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    __slots__ = ("_past",)
+
+    def __init__(self, past: Readable) -> None:
+        self._past = past
 
     def value(self) -> dict[str, Any]:
         """Every field's plain value, as it was."""
-        return self._replica.value()
+        return self._past.value()
 
     def version(self) -> dict[str, int]:
         """The version the view shows."""
-        return self._replica.version()
+        return self._past.version()
 
     def __getitem__(self, name: str) -> Any:
         return self.value()[name]
@@ -75,6 +81,8 @@ class View:
 
 
 def encode(checkpoint: Checkpoint, state: bytes) -> bytes:
+    """A checkpoint file: ``[u32 length][u32 crc32][msgpack [number, label, version,
+    created, state]]``."""
     meta = [checkpoint.number, checkpoint.label, checkpoint.version, checkpoint.created, state]
     body = codec.pack(meta)
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
@@ -102,29 +110,91 @@ def decode(data: bytes, where: str) -> tuple[Checkpoint, bytes]:
     return checkpoint, state
 
 
-def write_file(folder: str, checkpoint: Checkpoint, state: bytes) -> None:
-    """Write, flush, and read back a checkpoint file: a checkpoint that cannot be read
-    back is an error now, not when it is needed."""
+@final
+class CheckpointStore:
+    """The kept checkpoints of one replica, oldest first: in ``folder`` when it is
+    given (loaded from it on creation), else in memory."""
+
+    __slots__ = ("_folder", "_in_memory", "_keep", "_kept")
+
+    def __init__(self, folder: str | None, keep: int) -> None:
+        if keep < 1:
+            raise ValueError("keep_checkpoints must be at least 1")
+        self._folder = folder
+        self._keep = keep
+        self._kept: list[Checkpoint] = _load_folder(folder) if folder is not None else []
+        self._in_memory: dict[int, bytes] = {}
+
+    def add(
+        self, label: str | None, version: dict[str, int], created: float, state: bytes
+    ) -> Checkpoint:
+        """Keep ``state`` (at ``version``) as the next checkpoint and drop the oldest
+        past ``keep``."""
+        number = self._kept[-1].number + 1 if self._kept else 1
+        made = Checkpoint(number, label, version, created, len(state), zlib.crc32(state))
+        if self._folder is not None:
+            _write_file(self._folder, made, state)
+        else:
+            self._in_memory[number] = state
+        self._kept.append(made)
+        while len(self._kept) > self._keep:
+            dropped = self._kept.pop(0).number
+            if self._folder is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_file_name(self._folder, dropped))
+            self._in_memory.pop(dropped, None)
+        return made
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The kept checkpoints, oldest first."""
+        return list(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def state(self, checkpoint: Checkpoint) -> bytes:
+        """The state message kept for ``checkpoint``.
+
+        Raises:
+            ValueError: it is no longer kept.
+        """
+        if not any(kept.number == checkpoint.number for kept in self._kept):
+            raise ValueError(f"checkpoint {checkpoint.number} is no longer kept")
+        if self._folder is None:
+            return self._in_memory[checkpoint.number]
+        path = _file_name(self._folder, checkpoint.number)
+        with open(path, "rb") as handle:
+            return decode(handle.read(), path)[1]
+
+    def base_for(self, target: Mapping[str, int]) -> Checkpoint | None:
+        """The newest kept checkpoint whose version ``target`` includes."""
+        for kept in reversed(self._kept):
+            if dominates(target, kept.version):
+                return kept
+        return None
+
+
+def _file_name(folder: str, number: int) -> str:
+    return os.path.join(folder, f"{number:010d}.ckpt")
+
+
+def _write_file(folder: str, checkpoint: Checkpoint, state: bytes) -> None:
+    """Write a checkpoint file atomically and read it back: a checkpoint that cannot be
+    read back is an error now, not when it is needed."""
     os.makedirs(folder, exist_ok=True)
-    target = os.path.join(folder, f"{checkpoint.number:010d}.ckpt")
-    temporary = target + ".tmp"
-    data = encode(checkpoint, state)
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    target = _file_name(folder, checkpoint.number)
+    write_atomically(target, encode(checkpoint, state))
     with open(target, "rb") as handle:
         if decode(handle.read(), target)[1] != state:
             raise OSError(f"{target}: checkpoint read back differs from what was written")
 
 
-def load_folder(folder: str) -> list[Stored]:
+def _load_folder(folder: str) -> list[Checkpoint]:
     """The readable checkpoints in ``folder``, oldest first; damaged ones are skipped
     with a warning naming the file."""
     if not os.path.isdir(folder):
         return []
-    stored: list[Stored] = []
+    kept: list[Checkpoint] = []
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".ckpt"):
             continue
@@ -135,96 +205,5 @@ def load_folder(folder: str) -> list[Stored]:
         except DecodeError as exc:
             logger.warning("skipping damaged checkpoint: %s", exc)
             continue
-        stored.append(Stored(checkpoint, None))
-    return stored
-
-
-def read_state(folder: str | None, stored: Stored) -> bytes:
-    if stored.state is not None:
-        return stored.state
-    assert folder is not None
-    path = os.path.join(folder, f"{stored.checkpoint.number:010d}.ckpt")
-    with open(path, "rb") as handle:
-        return decode(handle.read(), path)[1]
-
-
-def base_for(history: list[Stored], target: dict[str, int]) -> Stored | None:
-    """The newest checkpoint whose version ``target`` includes."""
-    for stored in reversed(history):
-        if dominates(target, stored.checkpoint.version):
-            return stored
-    return None
-
-
-# --- restore ---------------------------------------------------------------------------
-
-
-def restore_fields(replica: Replica, past: dict[str, dict[int, Any]]) -> list[str]:
-    """Make ``replica``'s fields hold the values in ``past`` (name -> tag -> state), by
-    ordinary mutations. Returns what could not be restored exactly, by path."""
-    from crdtmem.ormap import visible
-
-    skipped: list[str] = []
-    now = replica._fields_snapshot()
-    for name in sorted(set(now) | set(past)):
-        entries = past.get(name) or {}
-        tag = min(entries) if entries else min(now[name])
-        state = visible(entries) if entries else None
-        _restore_field(replica, None, name, tag, state, skipped=skipped)
-    return skipped
-
-
-def _restore_field(
-    replica: Replica,
-    parent: MapField | None,
-    name: str,
-    tag: int,
-    state: Any,
-    *,
-    skipped: list[str],
-) -> None:
-    from crdtmem.registry import TYPES
-
-    kind = TYPES[tag].KIND
-    owner: Any = parent if parent is not None else replica
-    handle = getattr(owner, "list" if kind == "list" else kind)(name)
-    target = state.value() if state is not None else TYPES[tag].empty().value()
-    current = handle.value if kind != "mvregister" else handle.values
-    if current == target:
-        return
-    if kind == "gcounter":
-        skipped.append(name)  # a grow-only counter cannot go back
-    elif kind == "counter":
-        handle.increment(target - current)
-    elif kind == "register":
-        handle.set(target)
-    elif kind == "mvregister":
-        handle.set(target[0] if target else None)
-        if len(target) != 1:
-            # Concurrent values cannot be recreated (one is kept), nor can the register
-            # be emptied (it holds None).
-            skipped.append(name)
-    elif kind == "set":
-        for element in sorted(target - current, key=codec.value_key):
-            handle.add(element)
-        for element in sorted(current - target, key=codec.value_key):
-            handle.discard(element)
-    elif kind == "list":
-        for _ in range(len(current)):
-            handle.delete(0)
-        for item in target:
-            handle.append(item)
-    elif kind == "text":
-        if current:
-            handle.delete(0, len(current))
-        if target:
-            handle.insert(0, target)
-    else:  # a map: remove keys that were not there, restore the others
-        past_fields = state.fields if state is not None else {}
-        present = set(target)
-        for key in sorted(set(current) - present):
-            handle.remove(key)
-        for key in sorted(present):
-            entries = past_fields[key]
-            key_tag = min(entries)
-            _restore_field(replica, handle, key, key_tag, entries[key_tag], skipped=skipped)
+        kept.append(checkpoint)
+    return kept

@@ -20,7 +20,7 @@ class TypeMismatch(CrdtmemError, TypeError):
 
 
 class UnsupportedValue(CrdtmemError, TypeError):
-    """A value that crdtmem cannot store exactly as given (see ``crdtmem.values``)."""
+    """A value that crdtmem cannot store exactly as given (see ``crdtmem.codec.check_value``)."""
 
 
 class ValueOutOfRange(UnsupportedValue, ValueError):
@@ -29,3 +29,8 @@ class ValueOutOfRange(UnsupportedValue, ValueError):
 
 class ReplicaClosed(CrdtmemError, RuntimeError):
     """A durable replica was closed: it accepts no more writes or merges."""
+
+
+class StorageError(CrdtmemError, OSError):
+    """Stored state cannot be used (wrong replica, newer format, unreadable manifest or
+    an invalid record)."""

@@ -32,14 +32,14 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 from crdtmem import codec
-from crdtmem.codec import as_dict, as_int, as_list
-from crdtmem.errors import CrdtmemError, DecodeError
-
-if TYPE_CHECKING:
-    from crdtmem.replica import Replica
+from crdtmem.codec import as_actor, as_dict, as_int, as_list
+from crdtmem.errors import DecodeError, StorageError
+from crdtmem.files import sync_folder, write_atomically
+from crdtmem.messages import LogEntry, StateMessage, Update, decode_message, decode_stored_update
 
 logger = logging.getLogger("crdtmem.storage")
 
@@ -53,10 +53,7 @@ GROUP_COMMIT_RECORDS: Final = 64
 _FRAME = struct.Struct(">II")
 
 
-class StorageError(CrdtmemError, OSError):
-    """Stored state cannot be used (wrong replica, newer format, unreadable manifest)."""
-
-
+@final
 class Storage:
     """The append-only log behind a durable replica."""
 
@@ -71,17 +68,16 @@ class Storage:
 
     @classmethod
     def open(cls, folder: str, replica_id: str, durability: str = "process") -> Storage:
-        """Open (creating if needed) the store at ``folder`` for ``replica_id``.
+        """Open the store at ``folder`` for ``replica_id``, creating the folder (and any
+        missing parent folders) if needed.
 
         Raises:
             ValueError: the folder belongs to another replica id, or a bad ``durability``.
             StorageError: the manifest is unreadable or from a newer crdtmem.
-            FileNotFoundError: the parent folder does not exist.
         """
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
-        if not os.path.isdir(folder):
-            os.mkdir(folder)
+        os.makedirs(folder, exist_ok=True)
         manifest = os.path.join(folder, "MANIFEST")
         if os.path.exists(manifest):
             stored_format = _check_manifest(manifest, replica_id)
@@ -89,7 +85,7 @@ class Storage:
                 MIGRATIONS[step](folder, replica_id)
                 logger.info("%s: migrated storage format %d to %d", folder, step, step + 1)
         else:
-            _write_atomically(
+            write_atomically(
                 manifest, codec.pack({"format": STORAGE_FORMAT, "replica_id": replica_id})
             )
         fd = os.open(os.path.join(folder, "log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -116,9 +112,7 @@ class Storage:
             os.ftruncate(self._fd, size)
             raise
 
-    def append_update(
-        self, origin: str, seq: int, entry: tuple[dict[str, int], str, int, bytes]
-    ) -> None:
+    def append_update(self, origin: str, seq: int, entry: LogEntry) -> None:
         """Store one update (local or remote) before it is applied or sent."""
         deps, name, tag, payload = entry
         self._append([UPDATE_RECORD, origin, seq, [dict(sorted(deps.items())), name, tag, payload]])
@@ -154,7 +148,7 @@ class Storage:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.log_path)
-        _sync_folder(self.folder)
+        sync_folder(self.folder)
         fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
         os.close(self._fd)
         self._fd = fd
@@ -201,21 +195,65 @@ class Storage:
             os.ftruncate(self._fd, offset)
             self._size = offset
 
-    def restore_into(self, replica: Replica) -> None:
-        """Replay the log into a fresh replica."""
+    def replay(self) -> Iterator[Record]:
+        """Every stored record, decoded, in the order it was written.
+
+        Raises:
+            StorageError: a whole (checksummed) record holds invalid data.
+        """
         for record in self.records():
             try:
-                kind = record[0]
-                if kind == UPDATE_RECORD and len(record) == 4:
-                    replica._restore_update(record[1], record[2], as_list(record[3], "entry", 4))
-                elif kind == STATE_RECORD and len(record) == 2:
-                    replica._restore_state(record[1])
-                elif kind == MEMBERSHIP_RECORD and len(record) == 4:
-                    replica._restore_membership(record[1], record[2], record[3])
-                else:
-                    raise DecodeError(f"unknown record kind {kind!r}")
+                decoded = _decode_record(record)
             except DecodeError as exc:
                 raise StorageError(f"{self.log_path}: stored record is invalid: {exc}") from exc
+            yield decoded
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UpdateRecord:
+    """An update that was applied (local or remote)."""
+
+    update: Update
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """A full state that was joined."""
+
+    state: StateMessage
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class MembershipRecord:
+    """A replica retired at ``bar`` (and, if ``forgotten``, dropped from versions)."""
+
+    replica_id: str
+    bar: int
+    forgotten: bool
+
+
+Record = UpdateRecord | StateRecord | MembershipRecord
+
+
+def _decode_record(record: list[Any]) -> Record:
+    kind = record[0]
+    if kind == UPDATE_RECORD and len(record) == 4:
+        return UpdateRecord(decode_stored_update(record[1], record[2], record[3]))
+    if kind == STATE_RECORD and len(record) == 2:
+        state = decode_message(codec.as_bytes(record[1], "stored state"))
+        if not isinstance(state, StateMessage):
+            raise DecodeError("stored state record does not hold a state message")
+        return StateRecord(state)
+    if kind == MEMBERSHIP_RECORD and len(record) == 4:
+        replica_id = as_actor(record[1], "retired replica")
+        # (only ``True`` forgets: a record written by a future version may say more)
+        return MembershipRecord(
+            replica_id, as_int(record[2], "retired bar", lo=0), record[3] is True
+        )
+    raise DecodeError(f"unknown record kind {kind!r}")
 
 
 def _migrate_1_to_2(folder: str, replica_id: str) -> None:
@@ -223,7 +261,7 @@ def _migrate_1_to_2(folder: str, replica_id: str) -> None:
     stored states and a record kind for retired replicas), so the log and checkpoints
     stay as they are and only the manifest changes, atomically: an interrupted
     migration leaves a format 1 folder."""
-    _write_atomically(
+    write_atomically(
         os.path.join(folder, "MANIFEST"), codec.pack({"format": 2, "replica_id": replica_id})
     )
 
@@ -252,22 +290,3 @@ def _check_manifest(manifest: str, replica_id: str) -> int:
             f"not {replica_id!r}"
         )
     return stored_format
-
-
-def _write_atomically(target: str, data: bytes) -> None:
-    temporary = target + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
-    _sync_folder(os.path.dirname(target) or ".")
-
-
-def _sync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable."""
-    folder_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(folder_fd)
-    finally:
-        os.close(folder_fd)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from crdtmem import Replica
+from crdtmem import Replica, files
 
 
 def populate(r: Replica, tag: str) -> None:
@@ -126,3 +127,22 @@ def test_durable_checkpoints_survive_restart_and_damage_is_skipped(tmp_path: Pat
     third = again.checkpoint()
     assert third.number == first.number + 1 or third.number > first.number
     again.close()
+
+
+def test_a_checkpoint_file_rename_is_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_sync = files.sync_folder
+
+    def sync_folder(folder: str) -> None:
+        synced.append(folder)
+        real_sync(folder)
+
+    monkeypatch.setattr(files, "sync_folder", sync_folder)
+    r = Replica("a", path=str(tmp_path / "a"))
+    r.counter("c").increment()
+    r.checkpoint("one")
+    assert str(tmp_path / "a" / "checkpoints") in synced
+    assert not [name for name in os.listdir(tmp_path / "a" / "checkpoints") if "tmp" in name]
+    r.close()

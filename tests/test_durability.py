@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from crdtmem import Replica
-from crdtmem.storage import Storage, StorageError
+from crdtmem import Replica, StorageError
+from crdtmem.storage import Storage
 
 
 def test_reopen_restores_state_and_version(tmp_path: Path) -> None:
@@ -61,9 +61,25 @@ def test_other_replica_id_is_refused(tmp_path: Path) -> None:
         Replica("b", path=folder)
 
 
-def test_parent_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        Replica("a", path=str(tmp_path / "missing" / "a"))
+def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
+    folder = str(tmp_path / "state" / "nested" / "a")
+    r = Replica("a", path=folder)
+    r.counter("c").increment(2)
+    r.close()
+    assert Replica("a", path=folder).value() == {"c": 2}
+
+
+def test_negative_versions_are_value_errors_and_other_types_type_errors() -> None:
+    r = Replica("a")
+    for call in (r.delta_since, r.compact_log, r.collect_garbage, r.at):
+        with pytest.raises(ValueError, match="non-negative"):
+            call({"b": -1})
+        with pytest.raises(TypeError):
+            call({"b": 1.5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="non-negative"):
+        r.retire("b", -1)
+    with pytest.raises(TypeError):
+        r.retire("b", "1")  # type: ignore[arg-type]
 
 
 def test_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
@@ -79,8 +95,7 @@ def test_newer_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
 def test_full_state_merge_survives_restart(tmp_path: Path) -> None:
     source = Replica("src")
     source.counter("c").increment(5)
-    source._log_start["src"] = 3  # as if compacted: forces the full-state path
-    del source._log["src"][:2]
+    source.compact_log({"src": 2})  # the log lacks updates 1-2: forces the full-state path
     r = Replica("a", path=str(tmp_path / "a"))
     r.merge(source.delta_since())
     assert r.counter("c").value == 5

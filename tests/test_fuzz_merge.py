@@ -33,7 +33,7 @@ def populated() -> tuple[Replica, list[bytes]]:
     b.merge(a.delta_since())
     b.list("l").append("from beta")
     messages = [a.delta_since(), b.delta_since({"alpha": 3}), b.delta_since()]
-    b._log_start["alpha"] = 2  # force the full-state form as well
+    b.compact_log({"alpha": 1})  # force the full-state form as well
     messages.append(b.delta_since({}))
     collected = Replica("gamma")  # and a full state with markers of collected elements
     collected.merge(b.delta_since())

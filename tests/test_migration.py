@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crdtmem import Replica, codec
-from crdtmem.storage import STORAGE_FORMAT, StorageError
+from crdtmem import Replica, StorageError, codec
+from crdtmem.storage import STORAGE_FORMAT
 
 FIXTURE = Path(__file__).parent / "fixtures" / "storage-v1"
 
