@@ -24,6 +24,14 @@ until it is retired (:meth:`GossipNode.retire`): retirement spreads with the dig
 a retired replica id is refused from then on, so a replica that comes back under it
 cannot bring back state the group has collected; it must rejoin under a new id.
 
+Leaving is a policy of the node, not of a driver: :meth:`GossipNode.begin_leave` starts
+it; the node keeps gossiping until :meth:`GossipNode.leave_done` (every peer has
+acknowledged this replica's updates, or the deadline passed, which
+:meth:`GossipNode.next_deadline` includes, so no driver polls); then the driver sends the
+goodbye digests of :meth:`GossipNode.leave` and stops. Both ZeroMQ drivers and
+``SimNetwork.leave`` run exactly this, so the simulator tests the real decision. The
+settings, with the one set of defaults every driver uses, are a :class:`GossipConfig`.
+
 Per peer it keeps what the peer acknowledged (``known``) and what was pushed since
 (``sent``): a push covers only what neither contains, so nothing is sent back to the
 peer it came from and nothing acknowledged is sent again (the "BP" and "RR"
@@ -140,6 +148,14 @@ def check_retire(own: str, replica_id: str) -> str:
     if replica_id == own:
         raise ValueError("a node cannot retire its own replica")
     return replica_id
+
+
+def check_leave_timeout(timeout: float) -> float:
+    """Validate the ``timeout`` of :meth:`GossipNode.begin_leave` (drivers check it in
+    the caller's thread, before the loop begins the leave)."""
+    if not timeout >= 0:
+        raise ValueError("the leave timeout is a number of seconds >= 0")
+    return timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,9 +341,7 @@ class GossipNode:
         Raises:
             ValueError: ``timeout`` is negative.
         """
-        if not timeout >= 0:
-            raise ValueError("the leave timeout is a number of seconds >= 0")
-        deadline = now + timeout
+        deadline = now + check_leave_timeout(timeout)
         if self._leave_by is None or deadline < self._leave_by:
             self._leave_by = deadline
         return self.flush(now)
