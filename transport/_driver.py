@@ -174,6 +174,8 @@ class DriverCore:
         if woke:
             frames += node.flush(now)
         for parts in messages:
+            if self.stopping:
+                break  # stop() is waiting: peers resend what is left, after we return
             frames += node.receive_message(parts, now)
         frames += node.tick(now)
         self.send(node, frames)
