@@ -55,7 +55,9 @@ def _rejections(retire: Callable[[Any], object]) -> list[str]:
 def test_one_set_of_defaults_for_the_node_both_drivers_and_the_simulator() -> None:
     (addr,) = addresses(1)
     assert GossipNode(Replica("a"), "A").config == DEFAULTS == GossipConfig()
-    assert ZmqGossip(Replica("a"), bind=addr)._core.config == DEFAULTS
+    threaded = ZmqGossip(Replica("a"), bind=addr)
+    threaded.stop()  # never started: closes its wake-up pipe
+    assert threaded._core.config == DEFAULTS
     assert AsyncZmqGossip(Replica("a"), bind=addr)._core.config == DEFAULTS
     sim = SimNetwork().config
     assert sim.compact == DEFAULTS.compact and sim.retire_after == DEFAULTS.retire_after

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdtmem import Replica
-from crdtmem.gossip import LEAVE_TIMEOUT, Frame, GossipConfig, GossipNode
+from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, Frame, GossipConfig, GossipNode
 
 
 @dataclass
@@ -72,7 +72,7 @@ class SimNetwork:
         latency: tuple[float, float] = (0.001, 0.010),
         drop: float = 0.0,
         duplicate: float = 0.0,
-        interval: float = 0.5,
+        interval: float = DEFAULTS.interval,
         chunk_bytes: int = 64 * 1024,
         learn_peers: bool = True,
     ) -> None:
