@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 import zmq
@@ -154,6 +154,22 @@ class DriverCore:
     def wait_seconds(self, node: GossipNode, now: float) -> float:
         """How long the loop may wait for a message or a wake-up before :meth:`step`."""
         return max(0.0, node.next_deadline() - now)
+
+    def batch(
+        self, receive_now: Callable[[], list[bytes]], first: list[bytes] | None = None
+    ) -> Iterator[list[bytes]]:
+        """The messages waiting at the ROUTER, ``first`` then at most RECEIVE_BATCH more,
+        each read (``receive_now``: a non-blocking receive, raising ``zmq.Again`` when
+        none is left) only as :meth:`step` comes to it: what arrives while the node
+        handles one is handled in the same turn, and what is left unread when stopping,
+        the peers resend after we return."""
+        if first is not None:
+            yield first
+        for _ in range(RECEIVE_BATCH):
+            try:
+                yield receive_now()
+            except zmq.Again:
+                return
 
     def step(
         self, node: GossipNode, now: float, *, woke: bool, messages: Iterable[list[bytes]]

@@ -21,8 +21,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -31,7 +32,6 @@ from crdtmem import Replica
 from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, GossipNode
 from crdtmem.replica import ChangeEvent
 from transport._driver import (
-    RECEIVE_BATCH,
     START_TIMEOUT,
     STOP_TIMEOUT,
     DriverBase,
@@ -132,17 +132,13 @@ class AsyncZmqGossip(DriverBase):
                 if woke:
                     self._wake.clear()
                     waking = asyncio.ensure_future(self._wake.wait())
-                messages: list[list[bytes]] = []
+                messages: Iterable[list[bytes]] = ()
                 if receiving in done:
-                    messages.append(receiving.result())
-                    while len(messages) < RECEIVE_BATCH and not core.stopping:
-                        try:
-                            messages.append(await router.recv_multipart(zmq.NOBLOCK))
-                        except zmq.Again:
-                            break
-                    receiving = asyncio.ensure_future(router.recv_multipart())
+                    messages = core.batch(partial(_receive_now, router), receiving.result())
                 if not core.step(node, time.monotonic(), woke=woke, messages=messages):
                     break
+                if receiving.done():
+                    receiving = asyncio.ensure_future(router.recv_multipart())
             core.finish(node)
         finally:
             for future in (receiving, waking):
@@ -176,3 +172,11 @@ class AsyncZmqGossip(DriverBase):
         here and the gossip task applies the rest (once started)."""
         self._core.retire(replica_id)
         self._wake.set()
+
+
+def _receive_now(router: zmq.asyncio.Socket) -> list[bytes]:
+    """A receive that does not wait, for :meth:`transport._driver.DriverCore.batch`:
+    pyzmq completes a ``NOBLOCK`` receive of a ``zmq.asyncio`` socket at once (its
+    future is done, with the message or ``zmq.Again``), so nothing is awaited."""
+    future = cast("asyncio.Future[list[bytes]]", router.recv_multipart(zmq.NOBLOCK))
+    return future.result()

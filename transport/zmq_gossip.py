@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +24,6 @@ from crdtmem import Replica
 from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, GossipNode
 from crdtmem.replica import ChangeEvent
 from transport._driver import (
-    RECEIVE_BATCH,
     START_TIMEOUT,
     STOP_TIMEOUT,
     DriverBase,
@@ -185,18 +185,14 @@ class ZmqGossip(DriverBase):
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
+        receive = partial(router.recv_multipart, zmq.NOBLOCK, copy=True)
         while not core.stopping:
             wait = core.wait_seconds(node, time.monotonic())
             ready = dict(poller.poll(int(wait * 1000) + 1))
             woke = self._wake_read in ready
             if woke:
                 os.read(self._wake_read, 4096)
-            messages: list[list[bytes]] = []
-            while router in ready and len(messages) < RECEIVE_BATCH and not core.stopping:
-                try:  # what is left unread when stopping, the peers resend after we return
-                    messages.append(router.recv_multipart(zmq.NOBLOCK, copy=True))
-                except zmq.Again:
-                    break
+            messages: Iterable[list[bytes]] = core.batch(receive) if router in ready else ()
             if not core.step(node, time.monotonic(), woke=woke, messages=messages):
                 break
         core.finish(node)
