@@ -17,29 +17,13 @@ import pytest
 
 from crdtmem import Replica
 from crdtmem.gossip import DEFAULTS, GossipConfig, GossipNode
+from tests.test_async_gossip import until
+from tests.test_zmq_integration import _wait_until
 from transport import AsyncZmqGossip, SimNetwork, ZmqGossip
 from transport._driver import STOP_FLUSH_SECONDS
 from transport.loopback import free_loopback_addresses as addresses
 
 BAD_RETIREMENTS: list[Any] = ["", "x" * 65, 7, None, "a"]  # "a": the node's own replica
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return condition()
 
 
 def _rejections(retire: Callable[[Any], object]) -> list[str]:
@@ -177,13 +161,13 @@ async def test_a_replica_closed_under_the_async_driver_does_not_end_its_task(
             AsyncZmqGossip(b, bind=addr_b, peers=[addr_a], interval=0.1),
         ):
             b.counter("c").increment()
-            assert await _until(lambda: durable.value() == {"c": 1})
+            assert await until(lambda: durable.value() == {"c": 1})
             durable.close()
             for _ in range(5):
                 b.counter("c").increment()
-            assert await _until(lambda: ga.stats["replica_closed"] >= 3)
+            assert await until(lambda: ga.stats["replica_closed"] >= 3)
             heard = ga.stats["frames_in"]
-            assert await _until(lambda: ga.stats["frames_in"] > heard + 3)
+            assert await until(lambda: ga.stats["frames_in"] > heard + 3)
             assert durable.value() == {"c": 1}
             assert await ga.leave(timeout=0.5) is True
     assert _closed_logs(caplog) == 1
