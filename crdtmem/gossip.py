@@ -24,6 +24,14 @@ until it is retired (:meth:`GossipNode.retire`): retirement spreads with the dig
 a retired replica id is refused from then on, so a replica that comes back under it
 cannot bring back state the group has collected; it must rejoin under a new id.
 
+Leaving is a policy of the node, not of a driver: :meth:`GossipNode.begin_leave` starts
+it; the node keeps gossiping until :meth:`GossipNode.leave_done` (every peer has
+acknowledged this replica's updates, or the deadline passed, which
+:meth:`GossipNode.next_deadline` includes, so no driver polls); then the driver sends the
+goodbye digests of :meth:`GossipNode.leave` and stops. Both ZeroMQ drivers and
+``SimNetwork.leave`` run exactly this, so the simulator tests the real decision. The
+settings, with the one set of defaults every driver uses, are a :class:`GossipConfig`.
+
 Per peer it keeps what the peer acknowledged (``known``) and what was pushed since
 (``sent``): a push covers only what neither contains, so nothing is sent back to the
 peer it came from and nothing acknowledged is sent again (the "BP" and "RR"
@@ -53,14 +61,14 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, final
 
 from crdtmem import codec
-from crdtmem.causality import check_vector, dominates
+from crdtmem.causality import check_vector, dominates, join_into, join_vectors, meet_vectors
 from crdtmem.codec import as_actor, as_bytes, as_int, as_list, as_str
-from crdtmem.errors import DecodeError
-from crdtmem.replica import Replica
+from crdtmem.errors import DecodeError, ReplicaClosed
+from crdtmem.replica import Replica, check_replica_id
 
 logger = logging.getLogger("crdtmem.gossip")
 
@@ -76,6 +84,78 @@ DEFAULT_CHUNK_BYTES: Final = 1024 * 1024
 MAX_CHUNKS_PER_FLUSH: Final = 16
 MAX_ADDRESS_LENGTH: Final = 256
 MAX_PEERS_LEARNED: Final = 1024
+# Silent peers are re-probed at most this often (or every interval, if that is longer):
+# a peer back from a partition waits no longer than this for its first digest.
+MAX_BACKOFF_FLOOR: Final = 8.0
+# How long a leaving node waits, by default, for its peers to acknowledge its updates.
+LEAVE_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """The protocol's settings, with the one set of defaults every driver and the
+    simulator start from (see :class:`GossipNode` for what each means).
+
+    ``max_backoff=None`` (the default) caps the probing backoff at
+    ``max(MAX_BACKOFF_FLOOR, interval)``, so any interval is valid.
+
+    >>> GossipConfig(interval=0.1).backoff_cap
+    8.0
+    >>> GossipConfig(interval=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: interval, dead_after, chunk_bytes > 0 and max_backoff >= interval
+    """
+
+    interval: float = 0.5
+    dead_after: float = 3.0
+    max_backoff: float | None = None
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    learn_peers: bool = True
+    compact: bool = True
+    retire_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.interval <= 0
+            or self.dead_after <= 0
+            or self.backoff_cap < self.interval
+            or self.chunk_bytes < 1
+        ):
+            raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
+        if self.retire_after is not None and self.retire_after < self.dead_after:
+            raise ValueError("retire_after must be at least dead_after")
+
+    @property
+    def backoff_cap(self) -> float:
+        """The longest wait between probes of a silent peer, in seconds."""
+        if self.max_backoff is None:
+            return max(MAX_BACKOFF_FLOOR, self.interval)
+        return self.max_backoff
+
+
+DEFAULTS: Final = GossipConfig()
+
+
+def check_retire(own: str, replica_id: str) -> str:
+    """Validate an argument of :meth:`GossipNode.retire` for a node whose replica is
+    ``own``: the one check every driver runs before it queues a retirement.
+
+    Raises:
+        ValueError: not a replica id, or ``own`` itself.
+    """
+    replica_id = check_replica_id(replica_id)
+    if replica_id == own:
+        raise ValueError("a node cannot retire its own replica")
+    return replica_id
+
+
+def check_leave_timeout(timeout: float) -> float:
+    """Validate the ``timeout`` of :meth:`GossipNode.begin_leave` (drivers check it in
+    the caller's thread, before the loop begins the leave)."""
+    if not timeout >= 0:
+        raise ValueError("the leave timeout is a number of seconds >= 0")
+    return timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +193,6 @@ class PeerState:
         return self.last_heard is not None and now - self.last_heard <= dead_after
 
 
-def _join(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
-    merged = dict(left)
-    for actor, count in right.items():
-        if count > merged.get(actor, 0):
-            merged[actor] = count
-    return merged
-
-
 @final
 class GossipNode:
     """Gossip protocol state for one replica at transport address ``address``.
@@ -131,7 +203,8 @@ class GossipNode:
         peers: addresses to gossip with; more are learned from digests.
         interval: seconds between anti-entropy digests.
         dead_after: silence, in seconds, after which a peer counts as down; it is then
-            probed with exponential backoff up to ``max_backoff`` seconds.
+            probed with exponential backoff up to ``max_backoff`` seconds (``None``:
+            ``max(MAX_BACKOFF_FLOOR, interval)``).
         chunk_bytes: payload budget per push frame.
         learn_peers: add the peers named in received digests (off: a fixed topology).
         compact: trim the replica's log of updates every peer has acknowledged, and
@@ -140,6 +213,9 @@ class GossipNode:
             default: only :meth:`retire` and :meth:`leave` do). For groups of ephemeral
             agents that may crash without leaving; a peer that was only partitioned for
             that long is refused when it comes back, and must rejoin under a new id.
+
+    The defaults are those of :class:`GossipConfig`; :meth:`from_config` builds a node
+    from one.
     """
 
     def __init__(
@@ -148,31 +224,41 @@ class GossipNode:
         address: str,
         *,
         peers: Iterable[str] = (),
-        interval: float = 0.5,
-        dead_after: float = 3.0,
-        max_backoff: float = 8.0,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        learn_peers: bool = True,
-        compact: bool = True,
-        retire_after: float | None = None,
+        interval: float = DEFAULTS.interval,
+        dead_after: float = DEFAULTS.dead_after,
+        max_backoff: float | None = DEFAULTS.max_backoff,
+        chunk_bytes: int = DEFAULTS.chunk_bytes,
+        learn_peers: bool = DEFAULTS.learn_peers,
+        compact: bool = DEFAULTS.compact,
+        retire_after: float | None = DEFAULTS.retire_after,
     ) -> None:
-        if interval <= 0 or dead_after <= 0 or max_backoff < interval or chunk_bytes < 1:
-            raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
+        self.config = GossipConfig(
+            interval=interval,
+            dead_after=dead_after,
+            max_backoff=max_backoff,
+            chunk_bytes=chunk_bytes,
+            learn_peers=learn_peers,
+            compact=compact,
+            retire_after=retire_after,
+        )
         self.replica = replica
         self.address = address
         self.interval = interval
         self.dead_after = dead_after
-        self.max_backoff = max_backoff
+        self.max_backoff = self.config.backoff_cap
         self.chunk_bytes = chunk_bytes
         self.learn_peers = learn_peers
         self.compact = compact
-        if retire_after is not None and retire_after < dead_after:
-            raise ValueError("retire_after must be at least dead_after")
         self.retire_after = retire_after
         self.peers: dict[str, PeerState] = {}
         self.retired: dict[str, int] = {}  # replica id -> last update accepted of it
         self.left = False
+        # Leaving (begin_leave): the deadline to say goodbye by, and whether every peer
+        # had acknowledged this replica's updates when it did (set by leave()).
+        self._leave_by: float | None = None
+        self.left_spread: bool | None = None
         self._warned: set[str] = set()
+        self._warned_closed = False
         # Addresses of retired replicas: not learned again from peer lists (a peer that
         # has not heard of the retirement yet still names them), only by direct contact.
         self._gone_addresses: set[str] = set()
@@ -188,9 +274,19 @@ class GossipNode:
             "pushes": 0,
             "syncs": 0,
             "collected": 0,
+            "replica_closed": 0,
         }
         for peer in peers:
             self.add_peer(peer)
+
+    @classmethod
+    def from_config(
+        cls, replica: Replica, address: str, config: GossipConfig, peers: Iterable[str] = ()
+    ) -> GossipNode:
+        """A node with the settings of ``config`` (what the drivers and the simulator
+        use, so that the defaults live in :class:`GossipConfig` only)."""
+        settings = {f.name: getattr(config, f.name) for f in fields(config)}
+        return cls(replica, address, peers=peers, **settings)
 
     def add_peer(self, address: str) -> PeerState | None:
         """Start gossiping with ``address`` (no-op for this node or a known peer)."""
@@ -215,8 +311,12 @@ class GossipNode:
         it made that reached no one are lost, and one that reaches a member after lists
         were collected may not find what it refers to. A retired replica that wants
         back must start over under a new replica id.
+
+        Raises:
+            ValueError: ``replica_id`` is not a replica id, or is this node's own
+                (:func:`check_retire`).
         """
-        self._retire(replica_id, 0)
+        self._retire(check_retire(self.replica.replica_id, replica_id), 0)
 
     def spread(self) -> bool:
         """Whether every peer has acknowledged all of this replica's own updates (what
@@ -225,12 +325,50 @@ class GossipNode:
         count = self.replica.version().get(own, 0)
         return all(p.known.get(own, 0) >= count for p in self.peers.values())
 
+    # --- leaving: the policy every driver and the simulator follow --------------------
+    #
+    #   begin_leave(now, timeout)   keep gossiping; next_deadline() includes the deadline
+    #   leave_done(now)             after every event: true once spread() or past it
+    #   leave()                     the goodbye digests; then the driver stops
+
+    def begin_leave(self, now: float, timeout: float = LEAVE_TIMEOUT) -> list[Frame]:
+        """Start leaving the group for good: the node keeps gossiping until every peer
+        has acknowledged this replica's updates, or ``timeout`` seconds pass, whichever
+        comes first (:meth:`leave_done`); then the driver sends :meth:`leave`'s goodbye
+        and stops. Returns the pushes of what is still pending. A second call keeps the
+        earlier deadline.
+
+        Raises:
+            ValueError: ``timeout`` is negative.
+        """
+        deadline = now + check_leave_timeout(timeout)
+        if self._leave_by is None or deadline < self._leave_by:
+            self._leave_by = deadline
+        return self.flush(now)
+
+    @property
+    def leaving(self) -> bool:
+        """Whether :meth:`begin_leave` was called and the goodbye not yet said."""
+        return self._leave_by is not None and not self.left
+
+    def leave_done(self, now: float) -> bool:
+        """Whether a leaving node should say goodbye now: every peer acknowledged its
+        updates (:meth:`spread`), or the leave deadline has passed. Drivers ask after
+        each turn of their loop; the deadline is in :meth:`next_deadline`, so no driver
+        needs to poll for it."""
+        if self._leave_by is None or self.left:
+            return False
+        return now >= self._leave_by or self.spread()
+
     def leave(self) -> list[Frame]:
         """Say goodbye: digests to every peer that retire this replica at its current
         version, so the group stops waiting for it (see :meth:`retire`). Call it when the
-        agent is done, ideally once :meth:`spread` is true; afterwards the group refuses
-        this replica's frames, so stop gossiping and do not write again."""
+        agent is done, ideally once :meth:`spread` is true (:meth:`begin_leave` and
+        :meth:`leave_done` wait for that, bounded); :attr:`left_spread` records whether it
+        was. Afterwards the group refuses this replica's frames, so stop gossiping and
+        do not write again."""
         own = self.replica.replica_id
+        self.left_spread = self.spread()
         self.left = True
         self.retired[own] = self.replica.version().get(own, 0)
         return [self._frame(peer, SYNC) for peer in self.peers.values()]
@@ -292,13 +430,11 @@ class GossipNode:
         frames: list[Frame] = []
         ours = self.replica.version()
         for _ in range(MAX_CHUNKS_PER_FLUSH):
-            base = _join(peer.known, peer.sent)
-            if skip:
-                base = _join(base, skip)
+            base = join_vectors(peer.known, peer.sent, skip or {})
             if dominates(base, ours):
                 break
             message, covered = self.replica.delta_chunk(base, self.chunk_bytes)
-            peer.sent = _join(peer.sent, covered)
+            join_into(peer.sent, covered)
             peer.pushed_at = now
             self.stats["pushes"] += 1
             frames.append(self._frame(peer, PUSH, message))
@@ -333,7 +469,10 @@ class GossipNode:
         return frames
 
     def next_deadline(self) -> float:
-        """When :meth:`tick` next has work: the driver's timer."""
+        """When :meth:`tick` next has work, or a leave's deadline falls: the driver's
+        timer."""
+        if self._leave_by is not None and not self.left:
+            return min(self.next_sync, self._leave_by)
         return self.next_sync
 
     def _fanout(self) -> int:
@@ -355,9 +494,7 @@ class GossipNode:
         (:meth:`remove_peer`), or it holds the log forever."""
         if not self.peers:
             return {}
-        ours = self.replica.version()
-        known = [p.known for p in self.peers.values()]
-        return {o: min([c, *(k.get(o, 0) for k in known)]) for o, c in ours.items()}
+        return meet_vectors(self.replica.version(), [p.known for p in self.peers.values()])
 
     def _members(self) -> bytes:
         """A digest of the replica ids this node counts as members: its own and its
@@ -388,7 +525,7 @@ class GossipNode:
             if peer.complete is None:
                 return None
             reports.append(peer.complete)
-        return {o: min([c, *(k.get(o, 0) for k in reports)]) for o, c in ours.items()}
+        return meet_vectors(ours, reports)
 
     def tick(self, now: float) -> list[Frame]:
         """Periodic anti-entropy: a digest to the next peers in turn, backing off from
@@ -396,14 +533,17 @@ class GossipNode:
         if now < self.next_sync:
             return []
         self.next_sync = now + self.interval
-        if self.retire_after is not None:
-            self._retire_silent(now)
-        if self.compact:
-            self.replica.compact_log(self.stable_version())
-            stable = self.causally_stable()
-            if stable is not None:
-                self.stats["collected"] += self.replica.collect_garbage(stable)
-                self._forget_retired(stable)
+        try:
+            if self.retire_after is not None:
+                self._retire_silent(now)
+            if self.compact:
+                self.replica.compact_log(self.stable_version())
+                stable = self.causally_stable()
+                if stable is not None:
+                    self.stats["collected"] += self.replica.collect_garbage(stable)
+                    self._forget_retired(stable)
+        except ReplicaClosed as exc:  # digests still go out: they only read the replica
+            self._replica_closed(exc)
         frames: list[Frame] = []
         order = sorted(self.peers)
         if not order:
@@ -427,14 +567,43 @@ class GossipNode:
 
     # --- incoming ---------------------------------------------------------------------
 
+    def receive_message(self, parts: list[bytes], now: float) -> list[Frame]:
+        """Handle one message of a ROUTER socket (the sender's identity, then the
+        frame); anything else is dropped, counted and logged."""
+        if len(parts) != 2:
+            self.stats["rejected_frames"] += 1
+            logger.warning("%s: dropped a frame of %d parts", self.address, len(parts))
+            return []
+        return self.receive(parts[1], now)
+
     def receive(self, data: bytes, now: float) -> list[Frame]:
         """Handle one frame from a peer; return the frames to send in answer.
 
         Garbage is rejected, counted and logged, never raised: one bad peer must not
-        stop a node from serving the others.
+        stop a node from serving the others. A replica closed under a running node
+        (:class:`~crdtmem.ReplicaClosed`) is counted too (``stats["replica_closed"]``,
+        logged once): the frame is not applied nor acknowledged, and the node goes on.
         """
         self.stats["frames_in"] += 1
         self.stats["bytes_in"] += len(data)
+        try:
+            return self._receive(data, now)
+        except ReplicaClosed as exc:
+            self._replica_closed(exc)
+            return []
+
+    def _replica_closed(self, exc: ReplicaClosed) -> None:
+        self.stats["replica_closed"] += 1
+        if not self._warned_closed:  # once: every frame from now on would say it again
+            self._warned_closed = True
+            logger.error(
+                "%s: %s; gossip goes on without applying anything (counted in "
+                "stats['replica_closed'])",
+                self.address,
+                exc,
+            )
+
+    def _receive(self, data: bytes, now: float) -> list[Frame]:
         try:
             kind, sender, replica_id, version, extra = _decode_frame(data)
             if sender == self.address:
@@ -491,14 +660,14 @@ class GossipNode:
             # so a digest only adds to `known`: one overtaken by a newer ACK must not
             # drag it back below what the log was trimmed to. Pushes the digest does not
             # show are presumed lost once an interval old, and resent.
-            peer.known = _join(peer.known, version)
+            join_into(peer.known, version)
             if now - peer.pushed_at > self.interval:
                 peer.sent = {}
             frames = self._push(peer, now)
             if not dominates(self.replica.version(), version):
                 frames.append(self._frame(peer, SYNC))
             return frames
-        peer.known = _join(peer.known, version)  # a PUSH or ACK: the sender has this much
+        join_into(peer.known, version)  # a PUSH or ACK: the sender has this much
         if kind == PUSH:
             return [self._frame(peer, ACK), *self._relay(now, peer)]
         return []

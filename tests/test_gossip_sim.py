@@ -415,3 +415,88 @@ def test_a_retired_address_is_not_learned_back_from_a_peer_that_has_not_heard() 
     _churn(net, names[:2], 20)
     net.run_for(5)
     assert all(net.replica(n).stats()["list_tombstones"] == 0 for n in names[:2])
+
+
+# --- the leave policy, as the drivers run it ------------------------------------------
+
+
+def test_leave_policy_waits_for_acknowledgements_then_for_nothing_past_its_deadline() -> None:
+    a = GossipNode(Replica("a"), "A", peers=["B"])
+    b = GossipNode(Replica("b"), "B", peers=["A"])
+    with pytest.raises(ValueError, match="timeout"):
+        a.begin_leave(0.0, -1.0)
+    assert not a.leaving and not a.leave_done(100.0)  # nobody asked to leave
+    a.replica.counter("c").increment()
+    pushes = a.begin_leave(now=1.0, timeout=4.0)
+    assert pushes and a.leaving and a.next_deadline() <= 5.0
+    assert not a.leave_done(1.0)  # B has not acknowledged
+    assert a.leave_done(5.0)  # the deadline
+    acks = [f for frame in pushes for f in b.receive(frame.data, 1.0) if f.peer == "A"]
+    for ack in acks:
+        a.receive(ack.data, 1.0)
+    assert a.spread() and a.leave_done(1.0)
+    goodbye = a.leave()
+    assert [frame.peer for frame in goodbye] == ["B"] and a.left_spread is True
+    assert not a.leaving and not a.leave_done(9.0) and a.next_deadline() == a.next_sync
+    b.receive(goodbye[0].data, 1.0)
+    assert "a" in b.retired
+
+
+def test_sim_leave_waits_in_virtual_time_for_every_peer_to_acknowledge() -> None:
+    net = SimNetwork(31, drop=0.3)  # (seed 30 loses all three goodbyes: best effort)
+    for name in NAMES[:4]:
+        net.add_node(name)
+    net.run_for(2)
+    for i in range(12):
+        net.write("n3", lambda r, i=i: r.set("done").add(f"n3-{i}"))  # type: ignore[misc]
+    started = net.now
+    assert not net.nodes["n3"].gossip.spread()  # nothing acknowledged yet
+    assert net.leave("n3", timeout=30.0) is True
+    assert started < net.now < started + 30.0  # it waited, for the acks and no longer
+    assert not net.nodes["n3"].up
+    net.run_for(10)
+    for name in NAMES[:3]:
+        replica = net.replica(name)
+        assert replica.set("done").value == {f"n3-{i}" for i in range(12)}
+        assert "n3" in net.nodes[name].gossip.retired
+    with pytest.raises(RuntimeError, match="down"):
+        net.leave("n3")
+
+
+def test_sim_leave_gives_up_at_its_deadline_when_a_peer_is_cut_off() -> None:
+    net = SimNetwork(31)
+    for name in NAMES[:3]:
+        net.add_node(name)
+    net.run_for(2)
+    net.cut("n2", "n1")
+    net.write("n2", lambda r: r.counter("c").increment())
+    started = net.now
+    assert net.leave("n2", timeout=3.0) is False  # n1 never acknowledged
+    assert net.now == pytest.approx(started + 3.0)  # the deadline, not a moment later
+    assert not net.nodes["n2"].up and net.nodes["n2"].gossip.left
+    assert net.replica("n0").counter("c").value == 1
+    net.heal()
+    assert net.run_until_converged(timeout=10)  # n0 passes n2's write on to n1
+    assert net.replica("n1").counter("c").value == 1
+
+
+def test_a_replica_closed_under_a_running_node_is_counted_and_the_node_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = SimNetwork(30)
+    net.add_node("n0", path=str(tmp_path / "n0"))
+    net.add_node("n1")
+    net.run_for(2)
+    closed = net.nodes["n0"]
+    closed.replica.close()  # e.g. the agent shut its memory down before the gossip
+    for i in range(5):
+        net.write("n1", lambda r, i=i: r.list("notes").append(i))  # type: ignore[misc]
+    sent = closed.gossip.stats["frames_out"]
+    with caplog.at_level("ERROR", logger="crdtmem.gossip"):
+        net.run_for(5)
+    stats = closed.gossip.stats
+    assert stats["replica_closed"] >= 5 and stats["frames_out"] > sent  # still gossiping
+    assert "notes" not in closed.replica.value()  # nothing applied, nothing acknowledged
+    assert net.nodes["n1"].gossip.peers["n0"].known.get("n1", 0) == 0
+    closed_logs = [r for r in caplog.records if "closed" in r.getMessage()]
+    assert len(closed_logs) == 1  # logged once, counted every time

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdtmem import Replica
-from crdtmem.gossip import Frame, GossipNode
+from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, Frame, GossipConfig, GossipNode
 
 
 @dataclass
@@ -59,7 +59,9 @@ class SimNetwork:
         latency: ``(low, high)`` seconds, drawn uniformly per message.
         drop: probability that a message is lost.
         duplicate: probability that a message is delivered twice.
-        interval: anti-entropy period of every node, in virtual seconds.
+        interval: anti-entropy period of every node, in virtual seconds; peers count as
+            down after 6 silent intervals and are probed at most 4 intervals apart.
+        chunk_bytes: payload budget per push frame.
         learn_peers: whether nodes adopt peers named in digests (off keeps a ring a ring).
     """
 
@@ -70,7 +72,7 @@ class SimNetwork:
         latency: tuple[float, float] = (0.001, 0.010),
         drop: float = 0.0,
         duplicate: float = 0.0,
-        interval: float = 0.5,
+        interval: float = DEFAULTS.interval,
         chunk_bytes: int = 64 * 1024,
         learn_peers: bool = True,
     ) -> None:
@@ -84,6 +86,14 @@ class SimNetwork:
         self.interval = interval
         self.chunk_bytes = chunk_bytes
         self.learn_peers = learn_peers
+        # Every node's protocol settings: the drivers' defaults, timed by `interval`.
+        self.config = GossipConfig(
+            interval=interval,
+            dead_after=interval * 6,
+            max_backoff=interval * 4,
+            chunk_bytes=chunk_bytes,
+            learn_peers=learn_peers,
+        )
         self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
         self.blocked: set[tuple[str, str]] = set()
@@ -117,16 +127,7 @@ class SimNetwork:
         return node
 
     def _gossip(self, replica: Replica, name: str, peers: list[str]) -> GossipNode:
-        return GossipNode(
-            replica,
-            name,
-            peers=peers,
-            interval=self.interval,
-            dead_after=self.interval * 6,
-            max_backoff=self.interval * 4,
-            chunk_bytes=self.chunk_bytes,
-            learn_peers=self.learn_peers,
-        )
+        return GossipNode.from_config(replica, name, self.config, peers)
 
     def missing_updates(self) -> int:
         """Divergence: updates some live node has that others lack, summed over nodes."""
@@ -163,11 +164,30 @@ class SimNetwork:
         """Stop a node: it sends and receives nothing; frames in flight to it are lost."""
         self.nodes[name].up = False
 
-    def leave(self, name: str) -> None:
-        """A node says goodbye (:meth:`~crdtmem.gossip.GossipNode.leave`) and stops."""
+    def leave(self, name: str, timeout: float = LEAVE_TIMEOUT, max_events: int = 5_000_000) -> bool:
+        """A node leaves the group for good, as the drivers' ``leave`` does: it keeps
+        gossiping, the whole network running in virtual time, until every peer has
+        acknowledged its updates or ``timeout`` virtual seconds pass
+        (:meth:`~crdtmem.gossip.GossipNode.begin_leave`); then it says goodbye
+        (:meth:`~crdtmem.gossip.GossipNode.leave`) and stops. Returns whether every peer
+        had acknowledged everything."""
         node = self.nodes[name]
-        self._send(name, node.gossip.leave())
-        node.up = False
+        if not node.up:
+            raise RuntimeError(f"node {name} is down")
+        self._send(name, node.gossip.begin_leave(self.now, timeout))
+        self._schedule(node.gossip.next_deadline(), "tick", name)  # the leave's deadline
+        self._settle_leave(node)
+        for _ in range(max_events):
+            if not node.up or not self.step():
+                break
+        return bool(node.gossip.left_spread)
+
+    def _settle_leave(self, node: SimNode) -> None:
+        """After each event of a leaving node: say goodbye and stop once the node's
+        leave policy says so (the drivers ask the same after each turn of their loop)."""
+        if node.gossip.leave_done(self.now):
+            self._send(node.name, node.gossip.leave())
+            node.up = False
 
     def restart(self, name: str, *, durable: bool = True) -> None:
         """Bring a crashed node back. ``durable``: with everything it had acknowledged
@@ -229,11 +249,13 @@ class SimNetwork:
             if node.up:
                 self._send(node.name, node.gossip.tick(self.now))
                 self._schedule(node.gossip.next_deadline(), "tick", node.name)
+                self._settle_leave(node)
             return True
         if not node.up or (event.source, event.target) in self.blocked:
             self.dropped += 1
             return True
         self._send(node.name, node.gossip.receive(event.data, self.now))
+        self._settle_leave(node)
         return True
 
     def run_for(self, seconds: float, max_events: int = 5_000_000) -> None:

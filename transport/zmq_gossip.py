@@ -1,27 +1,9 @@
 """Gossip over ZeroMQ: each agent process runs one of these next to its replica.
 
-Sockets: a ROUTER bound at ``bind`` receives every frame; one DEALER per peer, connected
-to that peer's ROUTER, sends. Replies travel over the replier's own DEALER, so every
-frame names its sender's bind address and no ROUTER ever routes a reply (unroutable
-ROUTER messages are dropped silently). ZeroMQ can also lose frames at high-water marks,
-to slow joiners and on reconnect: a successful ``send`` proves nothing, so correctness
-comes from the protocol's acknowledgements and anti-entropy digests
-(:mod:`crdtmem.gossip`), never from the socket.
-
-Options set, and why:
-
-- ``MAXMSGSIZE`` on the ROUTER: a peer that sends an oversized frame is disconnected
-  before the frame is read into memory.
-- ``IMMEDIATE`` and a bounded ``SNDHWM`` on DEALERs, sent with ``NOBLOCK``: frames for a
-  peer that is down are dropped at once rather than queued without bound; the next
-  digest after it returns repairs the gap.
-- ZMTP heartbeats (``HEARTBEAT_IVL``/``TIMEOUT``): a dead TCP connection is noticed and
-  re-dialled even when nothing is being sent.
-- ``LINGER`` bounded on close: ``stop()`` never hangs on an unreachable peer.
-
-All sockets are created, used and closed by the gossip thread (ZeroMQ sockets are not
-thread-safe); agent threads only write to the replica, whose change callback wakes the
-gossip thread through a pipe.
+A thread runs the loop: it waits on the ROUTER, a wake-up pipe and the node's next
+deadline, and hands each turn to the shared driver core (:mod:`transport._driver`,
+which also documents the sockets and their options). Agent threads only write to the
+replica, whose change callback wakes the gossip thread through the pipe.
 """
 
 from __future__ import annotations
@@ -29,107 +11,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterable
+from functools import partial
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any
 
 import zmq
 
-from crdtmem import Replica, codec
-from crdtmem.gossip import DEFAULT_CHUNK_BYTES, Frame, GossipNode
-from crdtmem.replica import ChangeEvent, check_replica_id
+from crdtmem import Replica
+from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, GossipNode
+from crdtmem.replica import ChangeEvent
+from transport._driver import (
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    DriverBase,
+    configure_router,
+)
 
 logger = logging.getLogger("transport.zmq")
 
-# Frames larger than this are refused by the ROUTER (the sender is disconnected).
-MAX_FRAME_BYTES: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
-SEND_HWM: Final = 10_000
-LINGER_MS: Final = 500
-HEARTBEAT_IVL_MS: Final = 1_000
-HEARTBEAT_TIMEOUT_MS: Final = 3_000
-RECONNECT_IVL_MS: Final = 100
-RECONNECT_IVL_MAX_MS: Final = 2_000
-RECEIVE_BATCH: Final = 256
-START_TIMEOUT: Final = 10.0
-STOP_FLUSH_SECONDS: Final = 1.0
 
-
-S = TypeVar("S", bound=zmq.Socket[Any])
-
-
-def configure_router(router: S) -> S:
-    """The inbound socket's options (see the module docstring)."""
-    router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
-    router.setsockopt(zmq.LINGER, 0)
-    router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    return router
-
-
-def connect_dealer(dealer: zmq.Socket[Any], address: str, me: str) -> bool:
-    """Set an outbound socket's options and connect it; False (socket closed) if the
-    address is unusable."""
-    dealer.setsockopt(zmq.IMMEDIATE, 1)
-    dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
-    dealer.setsockopt(zmq.LINGER, LINGER_MS)
-    dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    dealer.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-    dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-    try:
-        dealer.connect(address)
-    except zmq.ZMQError as exc:
-        logger.warning("%s: cannot connect to peer %r: %s", me, address, exc)
-        dealer.close(linger=0)
-        return False
-    return True
-
-
-def gossip_node(
-    replica: Replica,
-    address: str,
-    peers: list[str],
-    *,
-    interval: float,
-    dead_after: float,
-    chunk_bytes: int,
-    retire_after: float | None = None,
-) -> GossipNode:
-    """The protocol state both ZeroMQ drivers run: silent peers are re-probed at most
-    every 8 s (or every interval, if that is longer)."""
-    return GossipNode(
-        replica,
-        address,
-        peers=peers,
-        interval=interval,
-        dead_after=dead_after,
-        max_backoff=max(8.0, interval),
-        chunk_bytes=chunk_bytes,
-        retire_after=retire_after,
-    )
-
-
-def receive_parts(node: GossipNode, parts: list[bytes], now: float) -> list[Frame]:
-    """Hand a ROUTER message (identity, frame) to the protocol; anything else is
-    dropped, counted and logged."""
-    if len(parts) != 2:
-        node.stats["rejected_frames"] += 1
-        logger.warning("%s: dropped a frame of %d parts", node.address, len(parts))
-        return []
-    return node.receive(parts[1], now)
-
-
-def driver_stats(node: GossipNode | None, dropped_sends: int) -> dict[str, int]:
-    """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
-    counters = dict(node.stats) if node is not None else {}
-    counters["dropped_sends"] = dropped_sends
-    return counters
-
-
-class ZmqGossip:
+class ZmqGossip(DriverBase):
     """Gossip a replica with peers over ZeroMQ (see the module docstring).
 
     ``interval``, ``dead_after``, ``chunk_bytes`` and ``retire_after`` are those of
@@ -149,31 +53,21 @@ class ZmqGossip:
         *,
         bind: str,
         peers: Iterable[str] = (),
-        interval: float = 0.5,
-        dead_after: float = 3.0,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        retire_after: float | None = None,
+        interval: float = DEFAULTS.interval,
+        dead_after: float = DEFAULTS.dead_after,
+        chunk_bytes: int = DEFAULTS.chunk_bytes,
+        retire_after: float | None = DEFAULTS.retire_after,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        self.replica = replica
-        self.bind = bind
-        self._peers = [p for p in peers if p != bind]
-        self._interval, self._dead_after, self._chunk_bytes = interval, dead_after, chunk_bytes
-        self._retire_after = retire_after
         self._context = context or zmq.Context.instance()
+        settings = (interval, dead_after, chunk_bytes, retire_after)
+        super().__init__(replica, bind, peers, self._context, settings)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
         self._unsubscribe: Any = None
-        self.address = bind
-        self.node: GossipNode | None = None
-        self.dropped_sends = 0
-        self._retirements: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._leave_by: float | None = None  # set by leave(): the deadline to say goodbye
-        self.left_spread: bool | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -186,7 +80,7 @@ class ZmqGossip:
         )
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT):
-            self._stopping.set()
+            self._core.stopping = True
             raise TimeoutError(f"gossip thread did not bind {self.bind} in {START_TIMEOUT} s")
         if self._error is not None:
             self._thread.join(START_TIMEOUT)
@@ -195,7 +89,7 @@ class ZmqGossip:
         self._unsubscribe = self.replica.subscribe(self._on_change)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Push what is pending (best effort), close the sockets, join the thread."""
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -204,7 +98,7 @@ class ZmqGossip:
         if thread is None or not thread.is_alive():
             self._close_pipe()
             return
-        self._stopping.set()
+        self._core.stopping = True
         self._wake()
         thread.join(timeout)
         if thread.is_alive():
@@ -229,28 +123,28 @@ class ZmqGossip:
                 os.close(fd)
         self._wake_read = self._wake_write = -1
 
-    def leave(self, timeout: float = 5.0) -> bool:
+    def leave(self, timeout: float = LEAVE_TIMEOUT) -> bool:
         """Leave the group for good: wait up to ``timeout`` seconds for every peer to
         acknowledge this replica's updates, tell the peers to retire it (so they stop
         waiting for it to collect), and stop. Returns whether every peer had
-        acknowledged everything. Do not write to the replica afterwards."""
+        acknowledged everything. Do not write to the replica afterwards.
+
+        The gossip thread decides when (:meth:`~crdtmem.gossip.GossipNode.begin_leave`,
+        :meth:`~crdtmem.gossip.GossipNode.leave_done`); this call joins it."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             raise RuntimeError("this ZmqGossip is not running")
-        self._leave_by = time.monotonic() + timeout
+        self._core.request_leave(timeout)
         self._wake()
         thread.join(timeout + START_TIMEOUT)
         self.stop()
-        return bool(self.left_spread)
+        return self._core.left_spread
 
     def retire(self, replica_id: str) -> None:
         """Retire a replica that left the group for good (see
         :meth:`crdtmem.gossip.GossipNode.retire`). Safe from any thread: the gossip
-        thread applies it."""
-        check_replica_id(replica_id)
-        if replica_id == self.replica.replica_id:
-            raise ValueError("a node cannot retire its own replica")
-        self._retirements.put(replica_id)
+        thread applies it; a bad ``replica_id`` raises ``ValueError`` here."""
+        self._core.retire(replica_id)
         self._wake()
 
     # --- waking the loop --------------------------------------------------------------
@@ -268,20 +162,11 @@ class ZmqGossip:
 
     def _run(self) -> None:
         router: zmq.Socket[bytes] | None = None
-        dealers: dict[str, zmq.Socket[bytes]] = {}
         try:
             router = configure_router(self._context.socket(zmq.ROUTER))
             router.bind(self.bind)
             self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.node = gossip_node(
-                self.replica,
-                self.address,
-                self._peers,
-                interval=self._interval,
-                dead_after=self._dead_after,
-                chunk_bytes=self._chunk_bytes,
-                retire_after=self._retire_after,
-            )
+            node = self._core.open(self.address)
         except BaseException as exc:  # reported to start(), which re-raises it
             self._error = exc
             if router is not None:
@@ -290,84 +175,24 @@ class ZmqGossip:
             return
         self._ready.set()
         try:
-            self._loop(router, dealers, self.node)
+            self._loop(router, node)
         finally:
-            for dealer in dealers.values():
-                dealer.close(linger=LINGER_MS)
+            self._core.close()
             router.close(linger=0)
 
-    def _loop(
-        self, router: zmq.Socket[bytes], dealers: dict[str, zmq.Socket[bytes]], node: GossipNode
-    ) -> None:
+    def _loop(self, router: zmq.Socket[bytes], node: GossipNode) -> None:
+        core = self._core
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
-        while not self._stopping.is_set():
-            wait = max(0.0, node.next_deadline() - time.monotonic())
-            if self._leave_by is not None:
-                if node.spread() or time.monotonic() >= self._leave_by:
-                    self.left_spread = node.spread()
-                    self._send(node.leave(), dealers)
-                    break
-                wait = min(wait, 0.01)
+        receive = partial(router.recv_multipart, zmq.NOBLOCK, copy=True)
+        while not core.stopping:
+            wait = core.wait_seconds(node, time.monotonic())
             ready = dict(poller.poll(int(wait * 1000) + 1))
-            now = time.monotonic()
-            frames: list[Frame] = []
-            if self._wake_read in ready:
+            woke = self._wake_read in ready
+            if woke:
                 os.read(self._wake_read, 4096)
-                while not self._retirements.empty():
-                    node.retire(self._retirements.get())
-                frames += node.flush(now)
-            if router in ready:
-                for _ in range(RECEIVE_BATCH):
-                    if self._stopping.is_set():
-                        break  # what is left unread, the peers resend after we return
-                    try:
-                        parts = router.recv_multipart(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    frames += receive_parts(node, parts, now)
-            frames += node.tick(now)
-            self._send(frames, dealers)
-        # Best effort: hand what is pending to the sockets, for at most STOP_FLUSH_SECONDS;
-        # LINGER then bounds how long closing waits for them to leave.
-        now = time.monotonic()
-        self._send(node.flush(now), dealers, deadline=now + STOP_FLUSH_SECONDS)
-
-    def _send(
-        self,
-        frames: list[Frame],
-        dealers: dict[str, zmq.Socket[bytes]],
-        deadline: float | None = None,
-    ) -> None:
-        for frame in frames:
-            # stop() is waiting: what is not handed over now, anti-entropy resends later.
-            if deadline is None and self._stopping.is_set():
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                return
-            dealer = dealers.get(frame.peer)
-            if dealer is None:
-                dealer = self._dealer(frame.peer)
-                if dealer is None:
-                    continue
-                dealers[frame.peer] = dealer
-            try:
-                dealer.send(frame.data, zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                self.dropped_sends += 1  # peer down or slow: anti-entropy repairs it
-
-    def _dealer(self, address: str) -> zmq.Socket[bytes] | None:
-        dealer: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        if connect_dealer(dealer, address, self.address):
-            return dealer
-        if self.node is not None:
-            self.node.remove_peer(address)
-        return None
-
-    # --- observation ---------------------------------------------------------------------
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
-        return driver_stats(self.node, self.dropped_sends)
+            messages: Iterable[list[bytes]] = core.batch(receive) if router in ready else ()
+            if not core.step(node, time.monotonic(), woke=woke, messages=messages):
+                break
+        core.finish(node)

@@ -1,0 +1,294 @@
+"""What both ZeroMQ drivers do the same way, whatever runs their loop.
+
+:class:`transport.ZmqGossip` (a thread) and :class:`transport.AsyncZmqGossip` (an
+asyncio task) differ only in how they wait: for the ROUTER, a wake-up and the node's
+next deadline. Everything else is here, once: the protocol state
+(:class:`~crdtmem.gossip.GossipNode`, built from one :class:`~crdtmem.gossip.GossipConfig`),
+the socket options, the dealer cache and send path with dropped-send counting, one
+turn of the loop (:meth:`DriverCore.step`), the requests other threads hand the loop
+(retire, leave), the final flush and the stats.
+
+Sockets: a ROUTER bound at ``bind`` receives every frame; one DEALER per peer, connected
+to that peer's ROUTER, sends. Replies travel over the replier's own DEALER, so every
+frame names its sender's bind address and no ROUTER ever routes a reply (unroutable
+ROUTER messages are dropped silently). ZeroMQ can also lose frames at high-water marks,
+to slow joiners and on reconnect: a successful ``send`` proves nothing, so correctness
+comes from the protocol's acknowledgements and anti-entropy digests
+(:mod:`crdtmem.gossip`), never from the socket.
+
+Options set, and why:
+
+- ``MAXMSGSIZE`` on the ROUTER: a peer that sends an oversized frame is disconnected
+  before the frame is read into memory.
+- ``IMMEDIATE`` and a bounded ``SNDHWM`` on DEALERs, sent with ``NOBLOCK``: frames for a
+  peer that is down are dropped at once rather than queued without bound; the next
+  digest after it returns repairs the gap. Sends never wait, so DEALERs are plain
+  (blocking-API) sockets in both drivers.
+- ZMTP heartbeats (``HEARTBEAT_IVL``/``TIMEOUT``): a dead TCP connection is noticed and
+  re-dialled even when nothing is being sent.
+- ``LINGER`` bounded on close: ``stop()`` never hangs on an unreachable peer.
+
+All sockets are created, used and closed by the loop's own thread (ZeroMQ sockets are
+not thread-safe); other threads only write to the replica or call :meth:`retire` and
+:meth:`request_leave` here, which queue the request, and then wake the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, TypeVar
+
+import zmq
+
+from crdtmem import Replica, codec
+from crdtmem.errors import ReplicaClosed
+from crdtmem.gossip import (
+    Frame,
+    GossipConfig,
+    GossipNode,
+    check_leave_timeout,
+    check_retire,
+)
+
+logger = logging.getLogger("transport.zmq")
+
+# Frames larger than this are refused by the ROUTER (the sender is disconnected).
+MAX_FRAME_BYTES: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
+SEND_HWM: Final = 10_000
+LINGER_MS: Final = 500
+HEARTBEAT_IVL_MS: Final = 1_000
+HEARTBEAT_TIMEOUT_MS: Final = 3_000
+RECONNECT_IVL_MS: Final = 100
+RECONNECT_IVL_MAX_MS: Final = 2_000
+# Messages read per turn of the loop: the node also ticks and flushes between batches.
+RECEIVE_BATCH: Final = 256
+START_TIMEOUT: Final = 10.0
+STOP_TIMEOUT: Final = 5.0
+STOP_FLUSH_SECONDS: Final = 1.0
+
+
+S = TypeVar("S", bound=zmq.Socket[Any])
+
+
+def configure_router(router: S) -> S:
+    """The inbound socket's options (see the module docstring)."""
+    router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    return router
+
+
+def connect_dealer(dealer: zmq.Socket[Any], address: str, me: str) -> bool:
+    """Set an outbound socket's options and connect it; False (socket closed) if the
+    address is unusable."""
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
+    dealer.setsockopt(zmq.SNDHWM, SEND_HWM)
+    dealer.setsockopt(zmq.LINGER, LINGER_MS)
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    dealer.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    dealer.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    try:
+        dealer.connect(address)
+    except zmq.ZMQError as exc:
+        logger.warning("%s: cannot connect to peer %r: %s", me, address, exc)
+        dealer.close(linger=0)
+        return False
+    return True
+
+
+class DriverCore:
+    """The socket-independent half of a ZeroMQ gossip driver (see the module docstring).
+
+    Args:
+        replica: the replica to gossip.
+        bind: the ROUTER's endpoint; the node's address is where it really bound.
+        peers: endpoints to start gossiping with.
+        config: the protocol settings.
+        context: a (blocking-API) context for the DEALER sockets.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        bind: str,
+        peers: Iterable[str],
+        config: GossipConfig,
+        context: zmq.Context[Any],
+    ) -> None:
+        self.replica = replica
+        self.bind = bind
+        self.peers = [p for p in peers if p != bind]
+        self.config = config
+        self.context = context
+        self.node: GossipNode | None = None
+        self.dealers: dict[str, zmq.Socket[bytes]] = {}
+        self.dropped_sends = 0
+        # Set from any thread (stop); read by the loop between sends and receives.
+        self.stopping = False
+        self._retirements: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._leave_timeout: float | None = None
+
+    def open(self, address: str) -> GossipNode:
+        """The protocol state, once the ROUTER is bound at ``address``."""
+        self.node = GossipNode.from_config(self.replica, address, self.config, self.peers)
+        return self.node
+
+    # --- requests from any thread (the driver wakes the loop after each) ---------------
+
+    def retire(self, replica_id: str) -> None:
+        """Queue a retirement for the loop, after the one validation every driver
+        shares (:func:`crdtmem.gossip.check_retire`)."""
+        self._retirements.put(check_retire(self.replica.replica_id, replica_id))
+
+    def request_leave(self, timeout: float) -> None:
+        """Ask the loop to leave (:meth:`crdtmem.gossip.GossipNode.begin_leave`)."""
+        self._leave_timeout = check_leave_timeout(timeout)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def wait_seconds(self, node: GossipNode, now: float) -> float:
+        """How long the loop may wait for a message or a wake-up before :meth:`step`."""
+        return max(0.0, node.next_deadline() - now)
+
+    def batch(
+        self, receive_now: Callable[[], list[bytes]], first: list[bytes] | None = None
+    ) -> Iterator[list[bytes]]:
+        """The messages waiting at the ROUTER, ``first`` then at most RECEIVE_BATCH more,
+        each read (``receive_now``: a non-blocking receive, raising ``zmq.Again`` when
+        none is left) only as :meth:`step` comes to it: what arrives while the node
+        handles one is handled in the same turn, and what is left unread when stopping,
+        the peers resend after we return."""
+        if first is not None:
+            yield first
+        for _ in range(RECEIVE_BATCH):
+            try:
+                yield receive_now()
+            except zmq.Again:
+                return
+
+    def step(
+        self, node: GossipNode, now: float, *, woke: bool, messages: Iterable[list[bytes]]
+    ) -> bool:
+        """One turn of the loop: requests, then a flush of local writes (``woke``), the
+        received ``messages``, the timer, and the sends. Returns False once the node has
+        said goodbye (leave): the loop then ends."""
+        frames: list[Frame] = []
+        while not self._retirements.empty():
+            replica_id = self._retirements.get()
+            try:
+                node.retire(replica_id)
+            except ReplicaClosed as exc:
+                logger.error("%s: cannot retire %r: %s", node.address, replica_id, exc)
+        timeout, self._leave_timeout = self._leave_timeout, None
+        if timeout is not None:
+            frames += node.begin_leave(now, timeout)
+        if woke:
+            frames += node.flush(now)
+        for parts in messages:
+            if self.stopping:
+                break  # stop() is waiting: peers resend what is left, after we return
+            frames += node.receive_message(parts, now)
+        frames += node.tick(now)
+        self.send(node, frames)
+        if node.leave_done(now):
+            self.send(node, node.leave())
+            return False
+        return True
+
+    def finish(self, node: GossipNode) -> None:
+        """Best effort on the way out: hand what is pending to the sockets, for at most
+        STOP_FLUSH_SECONDS; LINGER then bounds how long closing waits for them."""
+        now = time.monotonic()
+        self.send(node, node.flush(now), deadline=now + STOP_FLUSH_SECONDS)
+
+    def send(self, node: GossipNode, frames: list[Frame], deadline: float | None = None) -> None:
+        """Hand ``frames`` to their peers' DEALERs, never waiting: a frame ZeroMQ will
+        not take now is counted in ``dropped_sends`` and left to anti-entropy."""
+        for frame in frames:
+            # stop() is waiting: what is not handed over now, anti-entropy resends later.
+            if deadline is None and self.stopping:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            dealer = self.dealers.get(frame.peer)
+            if dealer is None:
+                dealer = self._dealer(node, frame.peer)
+                if dealer is None:
+                    continue
+                self.dealers[frame.peer] = dealer
+            try:
+                dealer.send(frame.data, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.dropped_sends += 1  # peer down or slow: anti-entropy repairs it
+
+    def _dealer(self, node: GossipNode, address: str) -> zmq.Socket[bytes] | None:
+        dealer: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
+        if connect_dealer(dealer, address, node.address):
+            return dealer
+        node.remove_peer(address)
+        return None
+
+    def close(self) -> None:
+        """Close the DEALERs (LINGER bounds how long what is queued may take)."""
+        for dealer in self.dealers.values():
+            dealer.close(linger=LINGER_MS)
+        self.dealers.clear()
+
+    @property
+    def left_spread(self) -> bool:
+        """Whether every peer had acknowledged this replica's updates when it left."""
+        return self.node is not None and bool(self.node.left_spread)
+
+
+class DriverBase:
+    """What both ZeroMQ drivers share outside their loop: their settings (``settings``:
+    the ``interval``, ``dead_after``, ``chunk_bytes`` and ``retire_after`` of
+    :class:`~crdtmem.gossip.GossipConfig`), their :class:`DriverCore`, and the protocol
+    state and counters read from it."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        bind: str,
+        peers: Iterable[str],
+        context: zmq.Context[Any],
+        settings: tuple[float, float, int, float | None],
+    ) -> None:
+        interval, dead_after, chunk_bytes, retire_after = settings
+        config = GossipConfig(
+            interval=interval,
+            dead_after=dead_after,
+            chunk_bytes=chunk_bytes,
+            retire_after=retire_after,
+        )
+        self.replica = replica
+        self.bind = bind
+        self.address = bind  # where it really bound, once started (port 0: any)
+        self._core = DriverCore(replica, bind, peers, config, context)
+
+    @property
+    def node(self) -> GossipNode | None:
+        """The protocol state, once started."""
+        return self._core.node
+
+    @property
+    def dropped_sends(self) -> int:
+        """Frames ZeroMQ would not take (peer down or slow); anti-entropy repairs them."""
+        return self._core.dropped_sends
+
+    @property
+    def left_spread(self) -> bool:
+        """Whether every peer had acknowledged this replica's updates when it left."""
+        return self._core.left_spread
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
+        counters = dict(self._core.node.stats) if self._core.node is not None else {}
+        counters["dropped_sends"] = self._core.dropped_sends
+        return counters
