@@ -43,11 +43,6 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     run(readme_example())
 
 
-@pytest.mark.xfail(
-    raises=FileNotFoundError,
-    strict=False,
-    reason="until Replica(path=...) creates missing parent folders (issue 8, replica part)",
-)
 def test_readme_example_runs_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The variant the example's comment offers, in a folder where ``state/`` is new."""
     code = readme_example()
