@@ -20,10 +20,12 @@ from crdtmem.errors import (
     CrdtmemError,
     DecodeError,
     ReplicaClosed,
+    ReplicaLeft,
     StorageError,
     TypeMismatch,
     UnsupportedValue,
     ValueOutOfRange,
+    ValueTooLarge,
 )
 from crdtmem.fields import (
     CounterField,
@@ -74,6 +76,7 @@ __all__ = [
     "RegisterField",
     "Replica",
     "ReplicaClosed",
+    "ReplicaLeft",
     "SetField",
     "StorageError",
     "TextCRDT",
@@ -82,6 +85,7 @@ __all__ = [
     "TypeMismatch",
     "UnsupportedValue",
     "ValueOutOfRange",
+    "ValueTooLarge",
     "VersionVector",
     "Writer",
 ]

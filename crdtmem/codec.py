@@ -13,7 +13,7 @@ from typing import Any, Final, NoReturn
 
 import msgpack
 
-from crdtmem.errors import DecodeError, UnsupportedValue, ValueOutOfRange
+from crdtmem.errors import DecodeError, UnsupportedValue, ValueOutOfRange, ValueTooLarge
 
 MAGIC: Final = b"CM"
 FORMAT_VERSION: Final = 1
@@ -220,3 +220,30 @@ def sorted_map(items: Mapping[str, Any]) -> dict[str, Any]:
     if len(items) < 2:  # the usual delta: already in order
         return dict(items)
     return {key: items[key] for key in sorted(items)}
+
+
+# The largest packed update a write may make: a push carries its message as one byte
+# string of a gossip frame, which peers accept up to MAX_BLOB_BYTES; the margin leaves
+# room for the message's header, origin and dependency vector.
+MAX_UPDATE_BYTES: Final = MAX_BLOB_BYTES - 1024 * 1024
+# Below this many packed bytes no decoding limit can be reached (a container past
+# MAX_CONTAINER_LEN items takes at least that many bytes), so writes this small skip
+# the check below.
+SMALLEST_LIMIT: Final = min(MAX_CONTAINER_LEN, MAX_UPDATE_BYTES)
+
+
+def check_replicable(payload: bytes) -> None:
+    """Raise :class:`~crdtmem.errors.ValueTooLarge` unless the packed update
+    ``payload`` is one every peer would accept (size, and each string, byte string and
+    container within the decoding limits): a write no peer accepts would block every
+    later update of its writer behind it."""
+    if len(payload) > MAX_UPDATE_BYTES:
+        raise ValueTooLarge(
+            f"this write makes an update of {len(payload)} bytes; peers accept updates of "
+            f"at most {MAX_UPDATE_BYTES} bytes: split the value, or store it elsewhere "
+            "and keep a reference"
+        )
+    try:
+        unpack_body(payload)
+    except DecodeError as exc:
+        raise ValueTooLarge(f"this write could not be replicated: {exc}") from None

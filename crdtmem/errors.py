@@ -27,6 +27,18 @@ class ValueOutOfRange(UnsupportedValue, ValueError):
     """An int outside the 64-bit range the wire format carries exactly."""
 
 
+class ValueTooLarge(UnsupportedValue, ValueError):
+    """A write whose update no peer would accept: a string or bytes value over the
+    wire format's blob limit, a container over its length limit, or an update over its
+    size limit (``crdtmem.codec``). Refused at the call, before anything changes."""
+
+
+class ReplicaLeft(CrdtmemError, RuntimeError):
+    """The replica left the group (``leave()``): every peer now refuses its updates, so
+    it accepts no more writes. Reads still work; an agent that wants back starts a new
+    replica."""
+
+
 class ReplicaClosed(CrdtmemError, RuntimeError):
     """A durable replica was closed: it accepts no more writes or merges."""
 

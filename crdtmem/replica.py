@@ -38,7 +38,7 @@ from crdtmem.checkpoints import Checkpoint, CheckpointStore, View
 from crdtmem.codec import detach
 from crdtmem.collector import HOLDS_LISTS, Collector, list_sizes
 from crdtmem.crdt import CRDT, Writer, crdt_type
-from crdtmem.errors import DecodeError, ReplicaClosed, TypeMismatch
+from crdtmem.errors import DecodeError, ReplicaClosed, ReplicaLeft, TypeMismatch
 from crdtmem.fields import (
     CounterField,
     GCounterField,
@@ -185,6 +185,9 @@ class Replica:
         self._snapshot_at = self._next_snapshot(0)
         self._storage: Storage | None = None
         self._closed = False
+        self._left = False
+        self._type_clashes = 0
+        self._clashed: builtins.set[str] = set()
         if path is not None:
             storage = Storage.open(path, self.replica_id, durability)
             try:
@@ -240,20 +243,20 @@ class Replica:
         return self._writer
 
     def declare_field(self, parent: Path, name: str, kind: type[CRDT]) -> Path:
-        """Resolve (and on first use, create as a replicated update) a field; for field
-        handles, which application code gets from :meth:`counter` and friends."""
+        """Resolve a field (``TypeMismatch`` if it exists with another type); for field
+        handles, which application code gets from :meth:`counter` and friends. The
+        field is created by its first mutation, not here."""
         check_field_name(name)
         path = (*parent, (name, kind.TAG))
         with self._lock:
             entries = self._entries_at(parent, name)
-            if entries is not None and kind.TAG in entries:
-                return path
-            if entries:
+            if entries and kind.TAG not in entries:
                 other = crdt_type(min(entries)).KIND
                 raise TypeMismatch(
                     f"field {'.'.join(p for p, _ in path)!r} is a {other}, not a {kind.KIND}"
                 )
-            self.update_field(path, lambda state: type(state).empty())
+        # Nothing is written here: a field comes to exist at its first mutation, so an
+        # agent that only reads a field it expected never gossips an empty one.
         return path
 
     def read_field(self, path: Path, read: Callable[[Any], T]) -> T:
@@ -273,8 +276,8 @@ class Replica:
         (bad value, index out of range, disk full) leaves the replica as it was.
         """
         with self._lock:
-            if self._closed:
-                self._check_open()
+            if self._closed or self._left:
+                self._check_writable()
             name, tag = path[0]
             entries = self._fields.get(name)
             top = None if entries is None else entries.get(tag)
@@ -285,6 +288,10 @@ class Replica:
             # Encoded now, once: a packed entry is one bytes object, where a retained
             # delta would be a graph of containers for the garbage collector to rescan.
             payload = codec.pack_body(delta.to_wire())
+            if len(payload) > codec.SMALLEST_LIMIT:
+                codec.check_replicable(payload)
+            if fresh and entries:
+                self._note_clash(name, entries.keys() | {tag})
             storage = self._storage
             # Stored, then counted and logged: a failure to store changes nothing.
             seq = self._add_local(
@@ -361,7 +368,8 @@ class Replica:
         ``list_marker_ids`` (ids markers keep for them) and ``awaiting_stability``
         (deletes queued until causally stable); ``storage_bytes``; ``checkpoints``;
         counters ``rejected_messages``, ``dropped_early_updates``,
-        ``refused_retired_updates``.
+        ``refused_retired_updates``, ``type_clashes`` (fields that replicas created
+        with different types, each counted when a second type arrives).
         """
         with self._lock:
             updates = self._updates
@@ -378,6 +386,7 @@ class Replica:
                 "rejected_messages": self._rejected_messages,
                 "dropped_early_updates": updates.dropped_early,
                 "refused_retired_updates": updates.refused_retired,
+                "type_clashes": self._type_clashes,
                 **extra,
             }
 
@@ -559,6 +568,8 @@ class Replica:
         entries = self._fields.setdefault(update.name, {})
         state = entries.get(update.tag)
         if state is None:
+            if entries:
+                self._note_clash(update.name, entries.keys() | {update.tag})
             state = entries[update.tag] = crdt_type(update.tag).empty()
         state.absorb(update.delta)
         if update.tag in HOLDS_LISTS:
@@ -573,6 +584,8 @@ class Replica:
             for tag, joining in incoming.items():
                 current = entries.get(tag)
                 if current is None:
+                    if entries:
+                        self._note_clash(name, entries.keys() | {tag})
                     entries[tag] = current = joining
                 else:
                     current.absorb(joining)
@@ -715,6 +728,40 @@ class Replica:
                 self._storage.close()
                 self._storage = None
                 self._closed = True
+
+    def _note_clash(self, name: str, tags: Iterable[int]) -> None:
+        """Two replicas created field ``name`` with different types. Both states are
+        kept (neither side's writes are lost); ``value()`` shows the lowest tag's, and a
+        handle of the other type still reads and writes its own. Said once per field."""
+        self._type_clashes += 1
+        if name not in self._clashed:
+            self._clashed.add(name)
+            kinds = ", ".join(crdt_type(tag).KIND for tag in sorted(tags))
+            logger.warning(
+                "replica %r: field %r was created with different types by different "
+                "replicas (%s); value() shows the %s, read the others through r.%s(%r)",
+                self.replica_id,
+                name,
+                kinds,
+                crdt_type(min(tags)).KIND,
+                "/r.".join(crdt_type(tag).KIND for tag in sorted(tags)[1:]),
+                name,
+            )
+
+    def mark_left(self) -> None:
+        """Refuse every later write with :class:`~crdtmem.ReplicaLeft`: the group has
+        retired this replica (its gossip left), so peers would refuse its updates.
+        Gossip calls this when it leaves; reads and merges still work."""
+        with self._lock:
+            self._left = True
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._left:
+            raise ReplicaLeft(
+                f"replica {self.replica_id!r} left the group: every peer refuses its "
+                "updates now; an agent that wants back starts a new Replica"
+            )
 
     def _check_open(self) -> None:
         if self._closed:
