@@ -5,6 +5,7 @@ a replica that left refuses writes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -52,11 +53,12 @@ def test_a_value_no_peer_would_accept_is_refused_at_the_call() -> None:
     r.register("note").set("small")
     before = (r.value(), r.version(), r.delta_since())
     huge = b"x" * (codec.MAX_BLOB_BYTES + 1)
-    for write in (
+    writes: list[Callable[[], None]] = [
         lambda: r.register("blob").set(huge),
         lambda: r.list("blobs").append(huge),
         lambda: r.map("m").register("blob").set({"payload": huge}),
-    ):
+    ]
+    for write in writes:
         with pytest.raises(ValueTooLarge, match=r"could not be replicated|at most") as caught:
             write()
         assert isinstance(caught.value, ValueError)
