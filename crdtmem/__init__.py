@@ -45,6 +45,7 @@ from crdtmem.mvregister import MVRegister
 from crdtmem.ormap import ORMap
 from crdtmem.orset import ORSet
 from crdtmem.pncounter import PNCounter
+from crdtmem.registry import ALL_TYPES  # every type: the tag table is complete, and checked
 from crdtmem.replica import ChangeEvent, Replica
 from crdtmem.rga import RGA
 from crdtmem.text import TextCRDT
@@ -52,6 +53,7 @@ from crdtmem.text import TextCRDT
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_TYPES",
     "CRDT",
     "RGA",
     "ChangeEvent",

@@ -27,8 +27,9 @@ class FieldHost(Protocol):
         ...
 
     def declare_field(self, parent: Path, name: str, kind: type[CRDT]) -> Path:
-        """The path of field ``name`` of type ``kind`` under ``parent``, created as a
-        replicated update on first use (``TypeMismatch`` if it has another type)."""
+        """The path of field ``name`` of type ``kind`` under ``parent``
+        (``TypeMismatch`` if it exists with another type). Nothing is written: a field
+        comes to exist with its first update."""
         ...
 
     def read_field(self, path: Path, read: Callable[[S], T]) -> T:

@@ -1,8 +1,10 @@
 """Every wire and storage encoding stays byte-for-byte what the golden files hold.
 
 The files were written by ``tests/fixtures/make_golden.py`` before the restructure of
-issue 8; a difference here is a format change, which needs a format version and a
-migration (docs/wire-format.md), not a silent drift.
+issue 8 (which left every byte as it was), and regenerated since only in commits that
+change what the script writes on purpose, each saying why (52df77a: asking for a field
+no longer writes an empty update). A difference here is a format change, which needs a
+format version and a migration (docs/wire-format.md), not a silent drift.
 """
 
 from __future__ import annotations
