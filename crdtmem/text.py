@@ -22,6 +22,7 @@ that a replica always writes as the same pycrdt client.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any, Self, final
@@ -35,6 +36,7 @@ from crdtmem.errors import DecodeError
 _FIELD = "text"
 
 
+@functools.lru_cache(maxsize=1024)
 def client_id_for(actor: str) -> int:
     """pycrdt client id for a replica id: 53 bits of its BLAKE2b hash (fits a JS number)."""
     digest = hashlib.blake2b(actor.encode("utf-8"), digest_size=8).digest()
@@ -182,11 +184,16 @@ class TextCRDT(CrdtBase):
 
     def _capture(self, writer: Writer, edit: Callable[[pycrdt.Text], None]) -> TextCRDT:
         text = self._ytext(client_id_for(writer.actor))
-        before = bytes(self._document().get_state())
+        doc = self._doc
+        assert doc is not None  # _ytext() always leaves a document
         self._captured = []
         self._capturing = True
         try:
-            edit(text)
+            # One transaction for reading the state vector and making the edit (pycrdt
+            # nests the inner ones in it): one commit per edit instead of two.
+            with doc.transaction():
+                before = bytes(doc.get_state())
+                edit(text)
         finally:
             self._capturing = False
         updates, self._captured = self._captured, []
