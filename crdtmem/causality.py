@@ -331,8 +331,8 @@ class DotContext:
     def to_wire(self) -> list[Any]:
         vector = self._vector
         # A loop, not a comprehension (a call of its own): this runs for every delta.
-        cloud = []
-        for actor, counter in sorted(self._cloud):
+        cloud, held = [], self._cloud
+        for actor, counter in sorted(held) if len(held) > 1 else held:
             cloud.append([actor, counter])
         return [dict(vector) if len(vector) < 2 else sorted_map(vector), cloud]
 

@@ -155,7 +155,8 @@ class ORSet(CrdtBase):
         items = []
         for key in sorted(buckets) if len(buckets) > 1 else buckets:
             dots = []
-            for actor, counter in sorted(buckets[key]):
+            bucket = buckets[key]
+            for actor, counter in sorted(bucket) if len(bucket) > 1 else bucket:
                 dots.append([actor, counter])
             items.append([elements[key], dots])
         return [items, self.context.to_wire()]
