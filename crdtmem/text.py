@@ -214,12 +214,14 @@ class TextCRDT(CrdtBase):
         """
         if type(chunk) is not str:
             raise TypeError(f"text inserts take str, got {type(chunk).__name__}")
-        length = len(self)
+        length = self._length
+        if length is None:
+            length = len(self)
         if type(position) is not int or not 0 <= position <= length:
             raise IndexError(f"text position {position!r} out of range for length {length}")
         if not chunk:
             return TextCRDT()  # nothing to insert: an empty delta
-        offset = self._byte_offset(position)
+        offset = position if self._mirror is None else self._byte_offset(position)
         if self._mirror is None and not chunk.isascii():
             self._mirror = str(self._ytext())
         if self._mirror is not None:
@@ -231,7 +233,9 @@ class TextCRDT(CrdtBase):
         """A delta deleting ``count`` code points from ``position`` (applied to ``self``)."""
         if type(position) is not int or type(count) is not int:
             raise TypeError("text delete takes int position and count")
-        length = len(self)
+        length = self._length
+        if length is None:
+            length = len(self)
         if count < 0 or not 0 <= position <= length or position + count > length:
             raise IndexError(f"text range {position}+{count} out of range for length {length}")
         if count == 0:
