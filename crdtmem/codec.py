@@ -167,6 +167,8 @@ def detach(value: Any) -> Any:
 
 def checked(value: Any) -> Any:
     """Validate a user value (see :func:`check_value`) and return a detached copy."""
+    if type(value) in UNBOUNDED_SCALARS or (type(value) is int and INT_MIN <= value <= INT_MAX):
+        return value  # the usual value: a valid scalar, nothing to detach
     check_value(value)
     return detach(value)
 
