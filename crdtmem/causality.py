@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple, final
+from typing import Any, Final, NamedTuple, final
 
 from crdtmem.codec import as_actor, as_dict, as_int, as_list, sorted_map
+
+_new_tuple: Final = tuple.__new__
 
 
 class Dot(NamedTuple):
@@ -170,9 +172,23 @@ class DotContext:
     @classmethod
     def of(cls, dots: Iterable[Dot]) -> DotContext:
         """A context holding exactly ``dots``."""
-        ctx = cls()
+        return cls.adopt({dot for dot in dots if dot[1] > 0})
+
+    @classmethod
+    def adopt(cls, dots: set[Dot]) -> DotContext:
+        """A context holding exactly ``dots`` (counters >= 1), taking over the set itself:
+        the caller must not use it afterwards. What a mutator's delta is built with."""
+        ctx = cls.__new__(cls)
+        ctx._vector = {}
+        ctx._cloud = dots
+        # Only an actor whose first dot is here has a contiguous prefix to fold. (A loop,
+        # not a comprehension: a delta's context holds a dot or two.)
+        starts = []
         for dot in dots:
-            ctx.add(dot)
+            if dot[1] == 1:
+                starts.append(dot[0])
+        for actor in starts:
+            ctx._fold(actor)
         return ctx
 
     @property
@@ -214,6 +230,16 @@ class DotContext:
         """How many dots this context holds."""
         return sum(self._vector.values()) + len(self._cloud)
 
+    def dots_if_at_most(self, limit: int) -> Iterable[Dot] | None:
+        """Every dot held, if there are at most ``limit`` of them; else ``None``. (A
+        delta's context is usually a cloud alone, which is returned as is, not copied.)"""
+        cloud = self._cloud
+        if not self._vector:
+            return cloud if len(cloud) <= limit else None
+        if sum(self._vector.values()) + len(cloud) > limit:
+            return None
+        return list(self.iter_dots())
+
     def iter_dots(self) -> Iterator[Dot]:
         """Every dot held (the vector's prefixes, then the cloud)."""
         for actor, count in self._vector.items():
@@ -230,6 +256,16 @@ class DotContext:
             if dot[0] == actor and dot[1] > top:
                 top = dot[1]
         return top
+
+    def fresh(self, actor: str) -> Dot:
+        """The next dot of ``actor`` after every one this context has seen (not
+        recorded: mutators leave their state alone and return a delta that holds it)."""
+        top = self._vector.get(actor, 0)
+        if self._cloud:
+            top = self.max_counter(actor)
+        # tuple.__new__ directly: the NamedTuple's own __new__ is a Python-level call.
+        dot: Dot = _new_tuple(Dot, (actor, top + 1))
+        return dot
 
     def next_dot(self, actor: str) -> Dot:
         """A dot of ``actor`` never seen by this context, and record it."""
@@ -270,9 +306,17 @@ class DotContext:
             return
         if not self._cloud:
             # The usual delta: nothing pending here, so each incoming dot either folds
-            # into the vector or waits in the cloud, which add() decides.
+            # into the vector or waits in the cloud (add(), inlined: the hot path).
+            vector = self._vector
             for dot in other._cloud:
-                self.add(dot)
+                actor, counter = dot
+                top = vector.get(actor, 0)
+                if counter == top + 1:
+                    vector[actor] = counter
+                    if self._cloud:
+                        self._fold(actor)
+                elif counter > top:
+                    self._cloud.add(dot)
             return
         self._cloud |= other._cloud
         self._settle()
@@ -285,10 +329,12 @@ class DotContext:
             self._fold(actor)
 
     def to_wire(self) -> list[Any]:
-        return [
-            sorted_map(self._vector),
-            [[actor, counter] for actor, counter in sorted(self._cloud)],
-        ]
+        vector = self._vector
+        # A loop, not a comprehension (a call of its own): this runs for every delta.
+        cloud, held = [], self._cloud
+        for actor, counter in sorted(held) if len(held) > 1 else held:
+            cloud.append([actor, counter])
+        return [dict(vector) if len(vector) < 2 else sorted_map(vector), cloud]
 
     @classmethod
     def from_wire(cls, obj: object, what: str = "causal context") -> DotContext:

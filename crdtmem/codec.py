@@ -8,7 +8,7 @@ that owns it. Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeErr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn
 
 import msgpack
@@ -37,16 +37,36 @@ INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 
 _SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
+# The scalars whose every value is valid (an int must also be in range).
+UNBOUNDED_SCALARS: Final = frozenset({type(None), bool, float, str, bytes})
+
+
+# ``msgpack.packb`` builds a Packer, and allocates and frees its 256 KiB buffer, on every
+# call: most of the cost of packing a small delta. Packers are reused instead, from a
+# pool: a Packer is not thread-safe, and a thread takes one out (``list.pop`` is atomic)
+# for the time of one call. Same options, so the same bytes.
+_PACKERS: Final[list[Callable[[object], bytes]]] = []
+# A Packer keeps its buffer at the largest size it has packed; past this it is dropped,
+# so that encoding one large state does not pin that much memory.
+_KEEP_PACKER_BYTES: Final = 1024 * 1024
+
+
+def pack_body(obj: object) -> bytes:
+    """Encode a wire object without the header (for storage records and hashing); the
+    same bytes as ``msgpack.packb(obj, use_bin_type=True)``."""
+    try:
+        packer = _PACKERS.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True).pack
+    data = packer(obj)  # (a packer that raised is dropped: it may hold a partial buffer)
+    if len(data) <= _KEEP_PACKER_BYTES:
+        _PACKERS.append(packer)
+    return data
 
 
 def pack(obj: object) -> bytes:
     """Encode a wire object (already in deterministic, sorted form) behind the header."""
-    return HEADER + msgpack.packb(obj, use_bin_type=True)
-
-
-def pack_body(obj: object) -> bytes:
-    """Encode a wire object without the header (for storage records and hashing)."""
-    return msgpack.packb(obj, use_bin_type=True)
+    return HEADER + pack_body(obj)
 
 
 def unpack(data: bytes) -> Any:
@@ -147,6 +167,8 @@ def detach(value: Any) -> Any:
 
 def checked(value: Any) -> Any:
     """Validate a user value (see :func:`check_value`) and return a detached copy."""
+    if type(value) in UNBOUNDED_SCALARS or (type(value) is int and INT_MIN <= value <= INT_MAX):
+        return value  # the usual value: a valid scalar, nothing to detach
     check_value(value)
     return detach(value)
 
@@ -160,9 +182,9 @@ def wire_value(obj: object, what: str) -> Any:
     return obj
 
 
-def value_key(value: object) -> bytes:
-    """A canonical byte key for a value (sets and MV-register ordering)."""
-    return msgpack.packb(value, use_bin_type=True)
+# A canonical byte key for a value (sets and MV-register ordering): its encoding. (The
+# packer itself, not a function calling it: set elements and map keys are keyed per write.)
+value_key: Final = pack_body
 
 
 # --- structural checks for decoders ----------------------------------------------

@@ -15,8 +15,8 @@ Baquero, 2018, section 7; Baquero's ``dotkernel``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Final, TypeVar
 
 from crdtmem.causality import Dot, DotContext
 
@@ -37,17 +37,26 @@ def join_dots(
     ``theirs``, so a small delta joins into a large store in time proportional to the
     delta.
     """
-    if their_context.dot_count() <= len(mine):
-        dropped = [d for d in their_context.iter_dots() if d in mine and d not in theirs]
+    # Plain loops, not comprehensions: a delta holds a dot or two, and a comprehension
+    # costs a function call of its own.
+    dropped: list[Dot] = []
+    few = their_context.dots_if_at_most(len(mine))
+    if few is not None:
+        for dot in few:
+            if dot in mine and dot not in theirs:
+                dropped.append(dot)
     else:
         seen = their_context.__contains__
         dropped = [d for d in mine if d not in theirs and seen(d)]
+    added: list[Dot] = []
     known = my_context.__contains__
-    added = [d for d in theirs if d not in mine and not known(d)]
+    for dot in theirs:
+        if dot not in mine and not known(dot):
+            added.append(dot)
     return dropped, added
 
 
-def fresh_dot(context: DotContext, actor: str) -> Dot:
-    """The next dot of ``actor`` after every one ``context`` has seen (not recorded:
-    mutators leave their state alone and return a delta that holds it)."""
-    return Dot(actor, context.max_counter(actor) + 1)
+# The next dot of an actor after every one a context has seen, not recorded: mutators
+# leave their state alone and return a delta that holds it. (The method itself, not a
+# function calling it: it runs on every write.)
+fresh_dot: Final[Callable[[DotContext, str], Dot]] = DotContext.fresh

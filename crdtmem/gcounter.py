@@ -63,7 +63,8 @@ class GCounter(CrdtBase):
         return GCounter({writer.actor: total} if total else {})
 
     def absorb(self, other: GCounter) -> None:
-        join_into(self.counts, other.counts)
+        if other.counts:  # (a PN-counter's delta leaves one of its two sides empty)
+            join_into(self.counts, other.counts)
         if other.floors:
             join_into(self.floors, other.floors)
 
@@ -74,7 +75,12 @@ class GCounter(CrdtBase):
         return GCounter({}, dict(self.counts))
 
     def to_wire(self) -> list[Any]:
-        return [sorted_map(self.counts), sorted_map(self.floors)]
+        counts, floors = self.counts, self.floors
+        # (sorted_map inlined for the usual delta, one count and no floor)
+        return [
+            {**counts} if len(counts) < 2 else sorted_map(counts),
+            {**floors} if len(floors) < 2 else sorted_map(floors),
+        ]
 
     @classmethod
     def from_wire(cls, obj: object, depth: int = 0) -> Self:

@@ -53,7 +53,7 @@ class LWWRegister(CrdtBase):
         return LWWRegister(writer.clock.now(), writer.actor, new_value)
 
     def absorb(self, other: LWWRegister) -> None:
-        mine, theirs = self._rank(), other._rank()
+        mine, theirs = (self.stamp, self.actor), (other.stamp, other.actor)  # (_rank, inlined)
         if theirs > mine or (theirs == mine and value_key(other.stored) > value_key(self.stored)):
             self.stamp, self.actor, self.stored = other.stamp, other.actor, other.stored
 

@@ -79,8 +79,11 @@ class ORMap(CrdtBase):
 
     def absorb(self, other: ORMap) -> None:
         self.keys.absorb(other.keys)
+        fields = self.fields
         for key, entries in other.fields.items():
-            mine = self.fields.setdefault(key, {})
+            mine = fields.get(key)
+            if mine is None:
+                mine = fields[key] = {}
             for tag, state in entries.items():
                 current = mine.get(tag)
                 if current is None:
@@ -100,10 +103,15 @@ class ORMap(CrdtBase):
         return ORMap(self.keys.reset_delta(writer), fields)
 
     def to_wire(self) -> list[Any]:
-        fields = [
-            [key, [[tag, entries[tag].to_wire()] for tag in sorted(entries)]]
-            for key, entries in sorted(self.fields.items())
-        ]
+        # Loops, not comprehensions, and no sort of one item: a delta holds one field.
+        fields = []
+        for key, entries in (
+            sorted(self.fields.items()) if len(self.fields) > 1 else self.fields.items()
+        ):
+            states = []
+            for tag in sorted(entries) if len(entries) > 1 else entries:
+                states.append([tag, entries[tag].to_wire()])
+            fields.append([key, states])
         return [self.keys.to_wire(), fields]
 
     @classmethod

@@ -17,20 +17,36 @@ elements (Python's ``frozenset`` would merge them in ``value()``). Unhashable va
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-from typing import Any, Self, final
+from collections.abc import Iterable
+from typing import Any, Final, Self, final
 
 from crdtmem.causality import Dot, DotContext, dot_from_wire
-from crdtmem.codec import as_list, check_value, value_key, wire_value
+from crdtmem.codec import (
+    INT_MAX,
+    INT_MIN,
+    UNBOUNDED_SCALARS,
+    as_list,
+    check_value,
+    value_key,
+    wire_value,
+)
 from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.dotstore import fresh_dot, join_dots
 from crdtmem.errors import DecodeError, UnsupportedValue
 
+_new_orset: Final = object.__new__
+
 
 def element_key(element: object) -> bytes:
     """Validate a set element and return its canonical key."""
+    # The usual element, a valid scalar, is keyed at once.
+    if type(element) in UNBOUNDED_SCALARS or (
+        type(element) is int and INT_MIN <= element <= INT_MAX
+    ):
+        return value_key(element)
     check_value(element)
-    if not isinstance(element, Hashable):
+    # What passes check_value is a scalar, a list or a dict; the last two are unhashable.
+    if type(element) is list or type(element) is dict:
         raise UnsupportedValue(
             f"set elements must be hashable (None, bool, int, float, str, bytes); "
             f"got {type(element).__name__}"
@@ -74,14 +90,6 @@ class ORSet(CrdtBase):
             bucket.add(dot)
             self.owners[dot] = key
 
-    def _drop(self, dot: Dot) -> None:
-        key = self.owners.pop(dot)
-        bucket = self.dots[key]
-        bucket.discard(dot)
-        if not bucket:
-            del self.dots[key]
-            del self.elements[key]
-
     def value(self) -> frozenset[Any]:
         return frozenset(self.elements.values())
 
@@ -98,11 +106,11 @@ class ORSet(CrdtBase):
         """A delta adding ``element`` (and superseding its earlier dots)."""
         key = element_key(element)
         dot = fresh_dot(self.context, writer.actor)
-        context = DotContext.of(self.dots.get(key, ()))
-        context.add(dot)
-        delta = ORSet()
-        delta.dots[key], delta.elements[key], delta.owners[dot] = {dot}, element, key
-        delta.context = context
+        observed = self.dots.get(key)
+        # Built without __init__ (a call the hot path can do without).
+        delta = _new_orset(ORSet)
+        delta.dots, delta.elements, delta.owners = {key: {dot}}, {key: element}, {dot: key}
+        delta.context = DotContext.adopt({dot, *observed} if observed else {dot})
         return delta
 
     def discard_delta(self, writer: Writer, element: object) -> ORSet:
@@ -112,13 +120,26 @@ class ORSet(CrdtBase):
 
     def absorb(self, other: ORSet) -> None:
         # ``owners`` is the dot store (dot -> element key); ``dots`` indexes it by key.
-        dropped, added = join_dots(self.owners, self.context, other.owners, other.context)
-        for dot in dropped:
-            self._drop(dot)
-        theirs = other.owners
+        owners, theirs = self.owners, other.owners
+        dropped, added = join_dots(owners, self.context, theirs, other.context)
+        # Added first (no dot is both added and dropped): re-adding an element, the usual
+        # delta, then keeps its bucket instead of deleting and rebuilding it.
+        buckets = self.dots
         for dot in added:
             key = theirs[dot]
-            self._put(key, other.elements[key], (dot,))
+            bucket = buckets.get(key)
+            if bucket is None:
+                buckets[key] = {dot}
+                self.elements[key] = other.elements[key]
+            else:
+                bucket.add(dot)
+            owners[dot] = key
+        for dot in dropped:
+            key = owners.pop(dot)
+            bucket = buckets[key]
+            bucket.discard(dot)
+            if not bucket:
+                del buckets[key], self.elements[key]
         self.context.absorb(other.context)
 
     def copy(self) -> Self:
@@ -130,10 +151,14 @@ class ORSet(CrdtBase):
         return self._build([], DotContext.of(self.owners))
 
     def to_wire(self) -> list[Any]:
-        items = [
-            [self.elements[key], [[actor, n] for actor, n in sorted(self.dots[key])]]
-            for key in sorted(self.dots)
-        ]
+        elements, buckets = self.elements, self.dots
+        items = []
+        for key in sorted(buckets) if len(buckets) > 1 else buckets:
+            dots = []
+            bucket = buckets[key]
+            for actor, counter in sorted(bucket) if len(bucket) > 1 else bucket:
+                dots.append([actor, counter])
+            items.append([elements[key], dots])
         return [items, self.context.to_wire()]
 
     @classmethod

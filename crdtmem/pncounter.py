@@ -38,7 +38,9 @@ class PNCounter(CrdtBase):
 
     def increment_delta(self, writer: Writer, amount: int = 1) -> PNCounter:
         """A delta adding ``amount``, which may be negative."""
-        if check_amount(amount) >= 0:
+        if type(amount) is not int:
+            check_amount(amount)  # raises TypeError
+        if amount >= 0:
             return PNCounter(self.positive.increment_delta(writer, amount), GCounter())
         return PNCounter(GCounter(), self.negative.increment_delta(writer, -amount))
 

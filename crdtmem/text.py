@@ -22,6 +22,7 @@ that a replica always writes as the same pycrdt client.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any, Self, final
@@ -35,6 +36,7 @@ from crdtmem.errors import DecodeError
 _FIELD = "text"
 
 
+@functools.lru_cache(maxsize=1024)
 def client_id_for(actor: str) -> int:
     """pycrdt client id for a replica id: 53 bits of its BLAKE2b hash (fits a JS number)."""
     digest = hashlib.blake2b(actor.encode("utf-8"), digest_size=8).digest()
@@ -182,11 +184,16 @@ class TextCRDT(CrdtBase):
 
     def _capture(self, writer: Writer, edit: Callable[[pycrdt.Text], None]) -> TextCRDT:
         text = self._ytext(client_id_for(writer.actor))
-        before = bytes(self._document().get_state())
+        doc = self._doc
+        assert doc is not None  # _ytext() always leaves a document
         self._captured = []
         self._capturing = True
         try:
-            edit(text)
+            # One transaction for reading the state vector and making the edit (pycrdt
+            # nests the inner ones in it): one commit per edit instead of two.
+            with doc.transaction():
+                before = bytes(doc.get_state())
+                edit(text)
         finally:
             self._capturing = False
         updates, self._captured = self._captured, []
@@ -207,12 +214,14 @@ class TextCRDT(CrdtBase):
         """
         if type(chunk) is not str:
             raise TypeError(f"text inserts take str, got {type(chunk).__name__}")
-        length = len(self)
+        length = self._length
+        if length is None:
+            length = len(self)
         if type(position) is not int or not 0 <= position <= length:
             raise IndexError(f"text position {position!r} out of range for length {length}")
         if not chunk:
             return TextCRDT()  # nothing to insert: an empty delta
-        offset = self._byte_offset(position)
+        offset = position if self._mirror is None else self._byte_offset(position)
         if self._mirror is None and not chunk.isascii():
             self._mirror = str(self._ytext())
         if self._mirror is not None:
@@ -224,7 +233,9 @@ class TextCRDT(CrdtBase):
         """A delta deleting ``count`` code points from ``position`` (applied to ``self``)."""
         if type(position) is not int or type(count) is not int:
             raise TypeError("text delete takes int position and count")
-        length = len(self)
+        length = self._length
+        if length is None:
+            length = len(self)
         if count < 0 or not 0 <= position <= length or position + count > length:
             raise IndexError(f"text range {position}+{count} out of range for length {length}")
         if count == 0:
