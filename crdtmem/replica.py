@@ -300,7 +300,9 @@ class Replica:
             if fresh:
                 self._fields.setdefault(name, {})[tag] = top
             top.absorb(delta)
-            if tag in HOLDS_LISTS:
+            # Only a list, or a map's remove, can delete list elements: a write to a
+            # counter or register inside a map has nothing to queue for collection.
+            if path[-1][1] in HOLDS_LISTS:
                 self._doom((name, tag), delta, self.replica_id, seq)
             if storage is not None and storage.size() > self._snapshot_at:
                 self._snapshot_storage(storage)
