@@ -69,11 +69,18 @@ def _marker(records: list[Id]) -> _Node:
     return node
 
 
+def _records(marker: _Node) -> list[Id]:
+    """The ids a marker keeps (callers pass only markers)."""
+    records = marker.records
+    if records is None:
+        raise RuntimeError(f"list node {marker.id} is an element, not a marker of collected ids")
+    return records
+
+
 def _append_run(marker: _Node, records: list[Id]) -> None:
     """Extend ``marker`` by a run that follows it: the prefix minima of the two runs
     together are the first's, then the second's that are below the first's minimum."""
-    mine = marker.records
-    assert mine is not None
+    mine = _records(marker)
     lowest = mine[-1]
     for k, record in enumerate(records):
         if record < lowest:
@@ -373,8 +380,7 @@ class RGA(CrdtBase):
         """Cut the marker at ``pos`` before its first id below ``node_id``; return the
         position of the second part."""
         marker = chunk.nodes[pos]
-        records = marker.records
-        assert records is not None
+        records = _records(marker)
         cut = next(k for k, record in enumerate(records) if record < node_id)
         tail = _marker(records[cut:])
         del records[cut:]

@@ -118,9 +118,16 @@ class TextCRDT(CrdtBase):
 
     def _ytext(self, client_id: int | None = None) -> pycrdt.Text:
         """The pycrdt Text, with a Doc of ``client_id`` when one is asked for."""
-        if self._text is not None and (client_id is None or client_id == self._client):
-            return self._text
-        old = self._doc
+        return self._open(client_id)[1]
+
+    def _open(self, client_id: int | None = None) -> tuple[pycrdt.Doc[Any], pycrdt.Text]:
+        """The pycrdt Doc and its Text (made on first use, and made again under
+        ``client_id`` when one is asked for that the Doc does not have)."""
+        doc, text = self._doc, self._text
+        reuse = client_id is None or client_id == self._client
+        if doc is not None and text is not None and reuse:
+            return doc, text
+        old = doc
         doc, text = _new_doc(client_id)
         if old is not None:
             doc.apply_update(old.get_update())
@@ -129,17 +136,15 @@ class TextCRDT(CrdtBase):
         # is cheaper than diffing the document against a state vector afterwards.
         self._subscription = doc.observe(self._on_commit)
         pending, self.updates = self.updates, []
-        self._integrate(pending)
-        return text
+        self._integrate(doc, pending)
+        return doc, text
 
     def _on_commit(self, event: pycrdt.TransactionEvent) -> None:
         if self._capturing:
             self._captured.append(event.update)
 
-    def _integrate(self, incoming: list[Update]) -> None:
-        """Apply what the Doc has the dependencies for; hold the rest, retrying as it grows."""
-        doc = self._doc
-        assert doc is not None
+    def _integrate(self, doc: pycrdt.Doc[Any], incoming: list[Update]) -> None:
+        """Apply what ``doc`` has the dependencies for; hold the rest, retrying as it grows."""
         waiting = self.held + incoming
         progress = True
         while waiting and progress:
@@ -157,24 +162,22 @@ class TextCRDT(CrdtBase):
         self._length = self._mirror = None
 
     def _document(self) -> pycrdt.Doc[Any]:
-        self._ytext()
-        assert self._doc is not None  # _ytext() always leaves a document
-        return self._doc
+        return self._open()[0]
 
     def value(self) -> str:
         return str(self._ytext())
 
     def __len__(self) -> int:
-        self._refresh()
-        assert self._length is not None
-        return self._length
+        return self._refresh()
 
-    def _refresh(self) -> None:
-        """Recompute the cached length (and the mirror, for non-ASCII text) if stale."""
-        if self._length is None:
+    def _refresh(self) -> int:
+        """The length, recomputed with the mirror (for non-ASCII text) if stale."""
+        length = self._length
+        if length is None:
             current = str(self._ytext())
-            self._length = len(current)
+            length = self._length = len(current)
             self._mirror = None if current.isascii() else current
+        return length
 
     def _byte_offset(self, position: int) -> int:
         mirror = self._mirror
@@ -183,9 +186,7 @@ class TextCRDT(CrdtBase):
     # --- delta mutators -----------------------------------------------------------------
 
     def _capture(self, writer: Writer, edit: Callable[[pycrdt.Text], None]) -> TextCRDT:
-        text = self._ytext(client_id_for(writer.actor))
-        doc = self._doc
-        assert doc is not None  # _ytext() always leaves a document
+        doc, text = self._open(client_id_for(writer.actor))
         self._captured = []
         self._capturing = True
         try:
@@ -262,10 +263,11 @@ class TextCRDT(CrdtBase):
         incoming = other._as_updates()
         if not incoming:
             return
-        if self._doc is None:
+        doc = self._doc
+        if doc is None:
             self.updates.extend(incoming)
         else:
-            self._integrate(incoming)
+            self._integrate(doc, incoming)
 
     def _as_updates(self) -> list[Update]:
         if self._doc is None:
