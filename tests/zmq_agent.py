@@ -47,13 +47,18 @@ def main() -> int:
     peers = [p for p in args.peers.split(",") if p]
 
     def write(i: int) -> None:
-        replica.set("items").add(f"{args.name}-{i}")
+        # One logical write is several updates; the set item goes last, so that holding
+        # it means holding the rest (a writer's updates are applied in order): an agent
+        # that counts items never reports convergence between the updates of one write,
+        # and one killed inside a write redoes the whole write on restart (its log entry
+        # and count may then appear twice, the same everywhere).
         replica.list("log").append(f"{args.name}-{i}")
         replica.counter("writes").increment()
         for _ in range(args.churn):
             scratch = replica.list("scratch")
             scratch.append(i)
             scratch.delete(len(scratch) - 1)
+        replica.set("items").add(f"{args.name}-{i}")
 
     gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0).start()
     print(f"READY {gossip.address}", flush=True)
