@@ -13,6 +13,7 @@ import threading
 import time
 
 from crdtmem import Replica
+from crdtmem.replica import ChangeEvent
 from transport import ZmqGossip
 
 
@@ -26,6 +27,26 @@ def digest(replica: Replica) -> str:
         )
     )
     return hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def wait_rejoined(gossip: ZmqGossip, peers: int, since: float, timeout: float) -> int:
+    """Wait (bounded) until this node has heard from ``peers`` peers since ``since``
+    and every peer acknowledged its updates; returns how many it heard from."""
+    deadline = time.monotonic() + timeout
+    heard = 0
+    while time.monotonic() < deadline:
+        node = gossip.node
+        assert node is not None
+        try:  # the gossip thread owns the dict: a snapshot, retried if it changed
+            states = list(node.peers.values())
+            spread = node.spread()
+        except RuntimeError:
+            states, spread = [], False
+        heard = sum(1 for p in states if p.last_heard is not None and p.last_heard >= since)
+        if heard >= peers and spread:
+            return heard
+        time.sleep(0.02)
+    return heard
 
 
 def main() -> int:
@@ -42,9 +63,27 @@ def main() -> int:
     parser.add_argument(
         "--churn", type=int, default=0, help="also append and delete this many list items"
     )
+    parser.add_argument(
+        "--rejoins", type=int, default=1, help="times to cut off and rejoin (--offline-writes)"
+    )
+    parser.add_argument(
+        "--report", type=int, default=0, help="1: print WROTE/GOT lines with wall-clock times"
+    )
     args = parser.parse_args()
     replica = Replica(args.name, path=args.path)
     peers = [p for p in args.peers.split(",") if p]
+    if args.report:
+        seen: set[str] = set()
+
+        def arrived(event: ChangeEvent) -> None:
+            if event.local or event.field != "items":
+                return
+            now = time.time()
+            for item in replica.set("items").value - seen:
+                seen.add(item)
+                print(f"GOT {item} {now:.6f}", flush=True)
+
+        replica.subscribe(arrived)
 
     def write(i: int) -> None:
         # One logical write is several updates; the set item goes last, so that holding
@@ -66,16 +105,23 @@ def main() -> int:
     for i in range(len(mine), args.writes):  # a durable agent resumes where it stopped
         write(i)
         print(f"ACK {args.name}-{i}", flush=True)  # the write returned: acknowledged
+        if args.report:
+            print(f"WROTE {args.name}-{i} {time.time():.6f}", flush=True)
         if args.pace:
             time.sleep(args.pace)  # an agent thinking between writes
-    if args.offline_writes:
+    written = args.writes
+    for cycle in range(args.rejoins if args.offline_writes else 0):
         gossip.stop()  # cut off: keeps writing with no network
-        for i in range(args.writes, args.writes + args.offline_writes):
+        for i in range(written, written + args.offline_writes):
             write(i)
+        written += args.offline_writes
         time.sleep(0.5)
         gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0)
         gossip.start()
         print("REJOINED", flush=True)
+        if args.rejoins > 1:  # each rejoin must hear from every peer, and spread
+            heard = wait_rejoined(gossip, len(peers), time.monotonic(), args.timeout)
+            print(f"HEARD {cycle} {heard}/{len(peers)}", flush=True)
     deadline = time.monotonic() + args.timeout
     done = threading.Event()
     replica.subscribe(lambda _: done.set() if len(replica.set("items")) >= args.expect else None)
