@@ -29,6 +29,17 @@ def digest(replica: Replica) -> str:
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
+_PRINT_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: the gossip thread (GOT lines) and the main thread print
+    concurrently, and ``print`` writes the text and its newline separately."""
+    with _PRINT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def wait_rejoined(gossip: ZmqGossip, peers: int, since: float, timeout: float) -> int:
     """Wait (bounded) until this node has heard from ``peers`` peers since ``since``
     and every peer acknowledged its updates; returns how many it heard from."""
@@ -81,7 +92,7 @@ def main() -> int:
             now = time.time()
             for item in replica.set("items").value - seen:
                 seen.add(item)
-                print(f"GOT {item} {now:.6f}", flush=True)
+                say(f"GOT {item} {now:.6f}")
 
         replica.subscribe(arrived)
 
@@ -100,13 +111,13 @@ def main() -> int:
         replica.set("items").add(f"{args.name}-{i}")
 
     gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0).start()
-    print(f"READY {gossip.address}", flush=True)
+    say(f"READY {gossip.address}")
     mine = {item for item in replica.set("items").value if item.startswith(f"{args.name}-")}
     for i in range(len(mine), args.writes):  # a durable agent resumes where it stopped
         write(i)
-        print(f"ACK {args.name}-{i}", flush=True)  # the write returned: acknowledged
+        say(f"ACK {args.name}-{i}")  # the write returned: acknowledged
         if args.report:
-            print(f"WROTE {args.name}-{i} {time.time():.6f}", flush=True)
+            say(f"WROTE {args.name}-{i} {time.time():.6f}")
         if args.pace:
             time.sleep(args.pace)  # an agent thinking between writes
     written = args.writes
@@ -118,29 +129,29 @@ def main() -> int:
         time.sleep(0.5)
         gossip = ZmqGossip(replica, bind=args.bind, peers=peers, interval=0.2, dead_after=1.0)
         gossip.start()
-        print("REJOINED", flush=True)
+        say("REJOINED")
         if args.rejoins > 1:  # each rejoin must hear from every peer, and spread
             heard = wait_rejoined(gossip, len(peers), time.monotonic(), args.timeout)
-            print(f"HEARD {cycle} {heard}/{len(peers)}", flush=True)
+            say(f"HEARD {cycle} {heard}/{len(peers)}")
     deadline = time.monotonic() + args.timeout
     done = threading.Event()
     replica.subscribe(lambda _: done.set() if len(replica.set("items")) >= args.expect else None)
     while len(replica.set("items")) < args.expect and time.monotonic() < deadline:
         done.wait(0.05)
     if len(replica.set("items")) < args.expect:
-        print(f"TIMEOUT {len(replica.set('items'))}/{args.expect}", flush=True)
+        say(f"TIMEOUT {len(replica.set('items'))}/{args.expect}")
     else:
         # a last beat so that peers that still lack our last items get them
-        print(f"CONVERGED {digest(replica)}", flush=True)
+        say(f"CONVERGED {digest(replica)}")
         if args.churn:
             # Deleted items are collected once every member's digest shows them.
             while replica.stats()["list_tombstones"] and time.monotonic() < deadline:
                 time.sleep(0.05)
             stats = replica.stats()
-            print(f"COLLECTED {stats['list_collected']} {stats['list_tombstones']}", flush=True)
+            say(f"COLLECTED {stats['list_collected']} {stats['list_tombstones']}")
     sys.stdin.read()  # keep gossiping until the test closes our stdin
     gossip.stop()
-    print(f"FINAL {digest(replica)}", flush=True)
+    say(f"FINAL {digest(replica)}")
     return 0
 
 
