@@ -332,13 +332,15 @@ def test_an_agent_rejoining_on_its_address_again_and_again_hears_every_peer(
     the same address, several times; each time it must hear from all three peers and
     have its offline writes acknowledged, and everyone converges."""
     addrs = addresses(4)
-    rejoins, offline = 4, 3
-    total = 4 * 10 + rejoins * offline
+    rejoins, offline, writes = 4, 3, 40
+    total = 4 * writes + rejoins * offline
     for i in range(4):
         peers = [a for a in addrs if a != addrs[i]]
-        extra: dict[str, int | str] = {"writes": 10, "timeout": 30}
+        # The others keep writing (every 0.1 s) while a0 is away and back: their pushes
+        # lost while it was away must be repaired under steady writes.
+        extra: dict[str, int | str] = {"writes": writes, "timeout": 30, "pace": "0.1"}
         if i == 0:
-            extra |= {"offline_writes": offline, "rejoins": rejoins, "pace": "0.05"}
+            extra |= {"offline_writes": offline, "rejoins": rejoins, "pace": "0.02"}
         agents.start(f"a{i}", addrs[i], peers, expect=total, **extra)
     heard = agents.read_lines("a0", "HEARD", count=rejoins, timeout=40 * rejoins)
     assert heard == [f"{cycle} 3/3" for cycle in range(rejoins)], heard
