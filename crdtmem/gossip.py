@@ -328,6 +328,10 @@ class GossipNode:
         peer = self.add_peer(address)
         if peer is None or self.left:
             return []
+        # What was pushed before this connection was up was most likely dropped (ZeroMQ
+        # drops frames for a peer with no connection): push from what it acknowledged.
+        peer.sent = {}
+        peer.recent.clear()
         return [*self._push(peer, now), self._frame(peer, SYNC)]
 
     def add_peer(self, address: str) -> PeerState | None:

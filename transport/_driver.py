@@ -79,6 +79,11 @@ RECEIVE_BATCH: Final = 256
 START_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 5.0
 STOP_FLUSH_SECONDS: Final = 1.0
+# A new DEALER's handshake is looked for this often, for this long after it was made
+# (then once a turn): the push of a write made before the connection leaves within
+# tens of milliseconds of the connection, not at the next digest round.
+HANDSHAKE_POLL_SECONDS: Final = 0.02
+HANDSHAKE_WATCH_SECONDS: Final = 3.0
 
 
 S = TypeVar("S", bound=zmq.Socket[Any])
@@ -145,6 +150,8 @@ class DriverCore:
         self.dealers: dict[str, zmq.Socket[bytes]] = {}
         # Per dealer, the PAIR socket its monitor reports handshakes on.
         self.monitors: dict[str, zmq.Socket[bytes]] = {}
+        # New DEALERs whose first handshake is awaited: address -> watched until.
+        self.awaiting: dict[str, float] = {}
         self.dropped_sends = 0
         # Set from any thread (stop); read by the loop between sends and receives.
         self.stopping = False
@@ -173,7 +180,13 @@ class DriverCore:
 
     def wait_seconds(self, node: GossipNode, now: float) -> float:
         """How long the loop may wait for a message or a wake-up before :meth:`step`."""
-        return max(0.0, node.next_deadline() - now)
+        wait = max(0.0, node.next_deadline() - now)
+        for address, until in list(self.awaiting.items()):
+            if now > until:
+                del self.awaiting[address]  # down, it seems: found at a later turn
+            else:
+                wait = min(wait, HANDSHAKE_POLL_SECONDS)
+        return wait
 
     def batch(
         self, receive_now: Callable[[], list[bytes]], first: list[bytes] | None = None
@@ -235,8 +248,10 @@ class DriverCore:
                 except zmq.ZMQError:
                     break
                 up = up or event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
-            if up and address in node.peers:
-                frames += node.peer_connected(address, now)
+            if up:
+                self.awaiting.pop(address, None)
+                if address in node.peers:
+                    frames += node.peer_connected(address, now)
         return frames
 
     def finish(self, node: GossipNode) -> None:
@@ -271,6 +286,7 @@ class DriverCore:
         monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         if connect_dealer(dealer, address, node.address):
             self.monitors[address] = monitor
+            self.awaiting[address] = time.monotonic() + HANDSHAKE_WATCH_SECONDS
             return dealer
         monitor.close(linger=0)
         node.remove_peer(address)
