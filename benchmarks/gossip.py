@@ -72,11 +72,67 @@ def agent(name: str, bind: str, peers: list[str], pipe: Connection, arrivals: An
             gossip.stop()
 
 
+def joiner(name: str, bind: str, peers: list[str], pipe: Connection, writes: int) -> None:
+    """An agent that starts and writes at once: ``writes`` pings 200 ms apart right after
+    ``start()``, before any connection is up; sends the write times, then waits for
+    the word to stop."""
+    replica = Replica(name)
+    gossip = ZmqGossip(replica, bind=bind, peers=peers, interval=INTERVAL).start()
+    try:
+        times = []
+        for _ in range(writes):
+            replica.counter("ping").increment()
+            times.append(time.perf_counter())
+            time.sleep(JOIN_PACE)
+        pipe.send(times)
+        pipe.recv()
+    finally:
+        gossip.stop()
+
+
+JOIN_PACE = 0.2
+
+
+def join_and_write(writes: int, runs: int) -> tuple[float, float]:
+    """p50, p99 seconds from a write of an agent that just joined (two agents running)
+    until both peers have applied it; ``runs`` fresh joiners."""
+    samples: list[float] = []
+    for _ in range(runs):
+        addresses = free_addresses(3)
+        with cluster(2, addresses[:2]) as (_, arrivals):
+            context = mp.get_context("spawn")
+            mine, theirs = context.Pipe()
+            process = context.Process(
+                target=joiner, args=("joiner", addresses[2], addresses[:2], theirs, writes)
+            )
+            process.start()
+            try:
+                if not mine.poll(60):
+                    raise TimeoutError("joiner")
+                written: list[float] = mine.recv()
+                seen: dict[str, dict[int, float]] = {"agent0": {}, "agent1": {}}
+                deadline = time.monotonic() + 10
+                while any(len(s) < writes for s in seen.values()) and time.monotonic() < deadline:
+                    name, value, at = arrivals.get(timeout=10)
+                    for k in range(1, value + 1):
+                        seen[name].setdefault(k, at)
+                for k, at in enumerate(written, 1):
+                    samples.append(max(seen[n].get(k, float("inf")) for n in seen) - at)
+                mine.send(None)
+            finally:
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
+    return percentile(samples, 0.5), percentile(samples, 0.99)
+
+
 @contextlib.contextmanager
-def cluster(size: int) -> Iterator[tuple[list[Connection], Any]]:
+def cluster(
+    size: int, addresses: list[str] | None = None
+) -> Iterator[tuple[list[Connection], Any]]:
     context = mp.get_context("spawn")
     arrivals = context.Queue()
-    addresses = free_addresses(size)
+    addresses = addresses or free_addresses(size)
     pipes, processes = [], []
     for i, bind in enumerate(addresses):
         mine, theirs = context.Pipe()
@@ -293,6 +349,12 @@ def run(quick: bool) -> Table:
         "idle traffic per peer per second",
         f"{idle_frames:.2f} frames, {idle_bytes:,.0f} B",
         f"one digest per {INTERVAL} s expected",
+    )
+    p50, p99 = join_and_write(20, 2 if quick else 5)
+    table.add_row(
+        "join and write at once: write to every peer, p50 / p99",
+        f"{p50 * 1e3:.1f} / {p99 * 1e3:.1f} ms",
+        f"target within one interval ({INTERVAL * 1e3:.0f} ms); a write every 200 ms",
     )
     seconds = 3.0 if quick else 10.0
     table.add_row(

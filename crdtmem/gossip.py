@@ -36,8 +36,21 @@ Per peer it keeps what the peer acknowledged (``known``) and what was pushed sin
 (``sent``): a push covers only what neither contains, so nothing is sent back to the
 peer it came from and nothing acknowledged is sent again (the "BP" and "RR"
 optimisations of Enes et al., "Efficient Synchronization of State-based CRDTs", 2019).
-ZeroMQ may drop frames silently; a lost push is repaired by the next digest, because a
-digest resets ``sent`` to what the peer really has.
+ZeroMQ may drop frames silently; a lost push is repaired by the next digest: the node
+keeps its recent pushes to each peer (time, what each covered) and on each digest
+recomputes ``sent`` from the pushes younger than one interval only, so an older push the
+digest does not show is presumed lost and resent, even while new writes keep coming.
+
+Liveness at the first moment: the first frame from a peer never heard from (or silent
+past its limit) is answered at once with a push and a digest, and a driver that sees a
+connection come up calls :meth:`GossipNode.peer_connected`, which does the same; so a
+write made before any connection existed reaches a peer about one interval after the
+connection is up, whatever the probing backoff.
+
+Duplicates: two live processes under one replica name write under distinct writer ids
+(``NAME~TOKEN``, :mod:`crdtmem.identity`). A node that hears, at another address, a live
+writer id of its own name, or two live writer ids of one name at two addresses, logs a
+WARNING once per (writer id, address) and counts ``stats["duplicate_ids"]``.
 
 A two-node loop, no network::
 
@@ -60,6 +73,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, final
@@ -68,6 +82,7 @@ from crdtmem import codec
 from crdtmem.causality import check_vector, dominates, join_into, join_vectors, meet_vectors
 from crdtmem.codec import as_actor, as_bytes, as_int, as_list, as_str
 from crdtmem.errors import DecodeError, ReplicaClosed
+from crdtmem.identity import name_of
 from crdtmem.replica import Replica, check_replica_id
 
 logger = logging.getLogger("crdtmem.gossip")
@@ -89,6 +104,11 @@ MAX_PEERS_LEARNED: Final = 1024
 MAX_BACKOFF_FLOOR: Final = 8.0
 # How long a leaving node waits, by default, for its peers to acknowledge its updates.
 LEAVE_TIMEOUT: Final = 5.0
+# Rejected frames are logged at most once per sender per this many seconds (a flood of
+# garbage must not flood the log); the next line says how many were not logged.
+REJECT_LOG_SECONDS: Final = 10.0
+# Recent pushes remembered per peer (a bound for a writer faster than the interval).
+MAX_RECENT_PUSHES: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +198,9 @@ class PeerState:
     told: frozenset[str] | None = None  # the peer list we last sent it
     digests: int = 0  # digests sent to it
     pushed_at: float = float("-inf")  # when we last pushed to it
+    # Pushes of the last interval or so, (time, what it covered): ``sent`` is their join,
+    # recomputed on each digest from the ones younger than one interval.
+    recent: deque[tuple[float, dict[str, int]]] = field(default_factory=deque)
     last_heard: float | None = None
     next_probe: float = 0.0
     backoff: float = 0.0
@@ -258,6 +281,10 @@ class GossipNode:
         self._leave_by: float | None = None
         self.left_spread: bool | None = None
         self._warned: set[str] = set()
+        # Duplicate writer ids already warned about: (writer id, address).
+        self._duplicates: set[tuple[str, str]] = set()
+        # Rejected-frame logging, per sender: (when last logged, frames not logged since).
+        self._rejects: dict[str, tuple[float, int]] = {}
         self._warned_closed = False
         # Addresses of retired replicas: not learned again from peer lists (a peer that
         # has not heard of the retirement yet still names them), only by direct contact.
@@ -275,6 +302,7 @@ class GossipNode:
             "syncs": 0,
             "collected": 0,
             "replica_closed": 0,
+            "duplicate_ids": 0,
         }
         for peer in peers:
             self.add_peer(peer)
@@ -287,6 +315,24 @@ class GossipNode:
         use, so that the defaults live in :class:`GossipConfig` only)."""
         settings = {f.name: getattr(config, f.name) for f in fields(config)}
         return cls(replica, address, peers=peers, **settings)
+
+    def _own_writer(self) -> str:
+        """The writer id this node's frames carry in the sender-id slot."""
+        # until Replica.writer_id lands: then this is self.replica.writer_id
+        return str(getattr(self.replica, "writer_id", self.replica.replica_id))
+
+    def peer_connected(self, address: str, now: float) -> list[Frame]:
+        """A driver saw a connection to ``address`` come up: push what the peer is not
+        known to have and send it a digest now, instead of waiting for the next round
+        (or the probing backoff) while a write made before the connection waits."""
+        peer = self.add_peer(address)
+        if peer is None or self.left:
+            return []
+        # What was pushed before this connection was up was most likely dropped (ZeroMQ
+        # drops frames for a peer with no connection): push from what it acknowledged.
+        peer.sent = {}
+        peer.recent.clear()
+        return [*self._push(peer, now), self._frame(peer, SYNC)]
 
     def add_peer(self, address: str) -> PeerState | None:
         """Start gossiping with ``address`` (no-op for this node or a known peer)."""
@@ -365,9 +411,12 @@ class GossipNode:
         version, so the group stops waiting for it (see :meth:`retire`). Call it when the
         agent is done, ideally once :meth:`spread` is true (:meth:`begin_leave` and
         :meth:`leave_done` wait for that, bounded); :attr:`left_spread` records whether it
-        was. Afterwards the group refuses this replica's frames, so stop gossiping and
-        do not write again."""
+        was. Afterwards the group refuses this replica's frames, so stop gossiping; the
+        replica refuses writes from now on (:class:`~crdtmem.ReplicaLeft`)."""
         own = self.replica.replica_id
+        # First, so that no write lands between reading the bar and saying goodbye: the
+        # group would refuse it, and the agent would never know.
+        self.replica.mark_left()
         self.left_spread = self.spread()
         self.left = True
         self.retired[own] = self.replica.version().get(own, 0)
@@ -407,7 +456,7 @@ class GossipNode:
     # --- outgoing ---------------------------------------------------------------------
 
     def _frame(self, peer: PeerState, kind: int, payload: bytes | None = None) -> Frame:
-        body: list[Any] = [kind, self.address, self.replica.replica_id, self.replica.version()]
+        body: list[Any] = [kind, self.address, self._own_writer(), self.replica.version()]
         if kind == SYNC:
             # The peer list rides along only when it changed for this peer: at 64 nodes
             # it would be most of every digest.
@@ -435,6 +484,9 @@ class GossipNode:
                 break
             message, covered = self.replica.delta_chunk(base, self.chunk_bytes)
             join_into(peer.sent, covered)
+            peer.recent.append((now, dict(covered)))
+            if len(peer.recent) > MAX_RECENT_PUSHES:
+                peer.recent.popleft()  # forgotten: presumed lost at the next digest
             peer.pushed_at = now
             self.stats["pushes"] += 1
             frames.append(self._frame(peer, PUSH, message))
@@ -612,7 +664,7 @@ class GossipNode:
                 self.replica.merge(as_bytes(extra, "push payload"))
         except DecodeError as exc:
             self.stats["rejected_frames"] += 1
-            logger.warning("%s: rejected a frame: %s", self.address, exc)
+            self._log_rejected(_claimed_sender(data), exc, now)
             return []
         if replica_id in self.retired:
             self.stats["refused_retired"] += 1
@@ -626,13 +678,19 @@ class GossipNode:
         peer = self.add_peer(sender)  # only a sender whose frame was valid
         if peer is None:
             return []
+        # First contact, or back after a silence: answer at once (push and digest), so
+        # what was written before the connection existed does not wait for a round.
+        first = not peer.alive(now, self._silence_limit())
         if peer.replica_id is not None and peer.replica_id != replica_id:
             # A new incarnation at the same address: whatever it had is gone.
             peer.known, peer.sent = {}, {}
+            peer.recent.clear()
             peer.report, peer.complete = None, None
+            first = True
         peer.replica_id = replica_id
         peer.last_heard = now
         peer.backoff = 0.0
+        self._check_duplicate(peer, now)
         if kind == SYNC:
             addresses, members, retired, forgotten = extra
             for gone, bar in retired.items():
@@ -661,16 +719,98 @@ class GossipNode:
             # drag it back below what the log was trimmed to. Pushes the digest does not
             # show are presumed lost once an interval old, and resent.
             join_into(peer.known, version)
-            if now - peer.pushed_at > self.interval:
-                peer.sent = {}
+            self._forget_old_pushes(peer, now)
             frames = self._push(peer, now)
-            if not dominates(self.replica.version(), version):
+            if first or not dominates(self.replica.version(), version):
                 frames.append(self._frame(peer, SYNC))
             return frames
         join_into(peer.known, version)  # a PUSH or ACK: the sender has this much
+        frames = []
         if kind == PUSH:
-            return [self._frame(peer, ACK), *self._relay(now, peer)]
-        return []
+            frames = [self._frame(peer, ACK), *self._relay(now, peer)]
+        if first:
+            frames += [*self._push(peer, now), self._frame(peer, SYNC)]
+        return frames
+
+    def _forget_old_pushes(self, peer: PeerState, now: float) -> None:
+        """On a digest (``peer.known`` already joined with it): a push older than one
+        interval that the peer does not show is presumed lost. What was pushed is a
+        version vector (everything up to), so a younger push of the same origin does
+        not cover the gap: ``sent`` forgets those origins entirely (the next push
+        resends from what the peer has) and keeps the rest of the younger pushes."""
+        lost: set[str] = set()
+        while peer.recent and now - peer.recent[0][0] > self.interval:
+            _, covered = peer.recent.popleft()
+            lost.update(o for o, n in covered.items() if n > peer.known.get(o, 0))
+        peer.sent = {}
+        for _, covered in peer.recent:
+            for origin in lost.intersection(covered):
+                del covered[origin]
+            join_into(peer.sent, covered)
+
+    def _check_duplicate(self, peer: PeerState, now: float) -> None:
+        """Warn (once per writer id and address) when a replica name is spoken by two
+        live writer ids at two addresses: this node's own name at another address, or
+        two peers of one name. Both keep working (distinct writers lose nothing), but
+        two processes under one name is almost always a mistake."""
+        writer = peer.replica_id
+        assert writer is not None
+        name = name_of(writer)
+        own = self._own_writer()
+        others: list[tuple[str, str]] = []
+        if name == name_of(own) and writer != own:
+            others.append((own, self.address))
+        limit = self._silence_limit()
+        for other in self.peers.values():
+            if (
+                other is not peer
+                and other.replica_id is not None
+                and other.replica_id != writer
+                and name_of(other.replica_id) == name
+                and other.alive(now, limit)
+            ):
+                others.append((other.replica_id, other.address))
+        for other_writer, other_address in others:
+            if (writer, peer.address) in self._duplicates:
+                return
+            self._duplicates.add((writer, peer.address))
+            self.stats["duplicate_ids"] += 1
+            logger.warning(
+                "%s: replica name %r is live twice: writer %r at %s and writer %r at %s "
+                "(two processes under one name? give each its own name)",
+                self.address,
+                name,
+                writer,
+                peer.address,
+                other_writer,
+                other_address,
+            )
+
+    def _log_rejected(self, sender: str, exc: DecodeError, now: float) -> None:
+        """Log a rejected frame, at most once per sender per REJECT_LOG_SECONDS with
+        the count of those not logged in between; the reason (e.g. which side to
+        upgrade, for an older wire format) is passed through as the codec says it."""
+        last, suppressed = self._rejects.get(sender, (float("-inf"), 0))
+        if now - last < REJECT_LOG_SECONDS:
+            self._rejects[sender] = (last, suppressed + 1)
+            return
+        if len(self._rejects) >= MAX_PEERS_LEARNED and sender not in self._rejects:
+            self._rejects.clear()  # bounded: a flood of made-up senders
+        self._rejects[sender] = (now, 0)
+        more = f" ({suppressed} more rejected since the last line)" if suppressed else ""
+        logger.warning("%s: rejected a frame from %s: %s%s", self.address, sender, exc, more)
+
+
+def _claimed_sender(data: bytes) -> str:
+    """The address a rejected frame claims to come from, for the log line only (it is
+    not trusted for anything): ``?`` when even that does not decode."""
+    try:
+        body = codec.unpack(data)
+    except DecodeError:
+        return "?"
+    if isinstance(body, list) and len(body) > 1 and isinstance(body[1], str):
+        return body[1][:MAX_ADDRESS_LENGTH]
+    return "?"
 
 
 def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:

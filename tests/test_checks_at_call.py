@@ -18,6 +18,7 @@ from crdtmem import (
     ValueTooLarge,
     codec,
 )
+from transport import SimNetwork
 
 
 def test_reading_a_missing_field_writes_nothing() -> None:
@@ -142,3 +143,16 @@ def test_unsupported_values_are_still_type_errors() -> None:
     with pytest.raises(UnsupportedValue):
         r.register("r").set(object())
     assert r.version() == {}
+
+
+def test_leaving_through_gossip_makes_the_replica_refuse_writes() -> None:
+    net = SimNetwork(3)
+    for name in ("a", "b"):
+        net.add_node(name)
+    net.write("a", lambda r: r.list("notes").append("said before leaving"))
+    assert net.leave("a") is True
+    leaver = net.replica("a")
+    with pytest.raises(ReplicaLeft):
+        leaver.list("notes").append("after")
+    assert leaver.list("notes").value == ["said before leaving"]
+    assert net.replica("b").list("notes").value == ["said before leaving"]

@@ -27,6 +27,13 @@ Options set, and why:
 - ZMTP heartbeats (``HEARTBEAT_IVL``/``TIMEOUT``): a dead TCP connection is noticed and
   re-dialled even when nothing is being sent.
 - ``LINGER`` bounded on close: ``stop()`` never hangs on an unreachable peer.
+- ``ROUTER_HANDOVER`` on the ROUTER: a peer that comes back under a routing id still
+  attached to a dead pipe takes it over instead of being ignored (DEALERs set no
+  ``ROUTING_ID`` today, so each connection gets a fresh one; this guards the day one is).
+- A socket monitor on each DEALER: when its handshake succeeds, the node is told
+  (:meth:`~crdtmem.gossip.GossipNode.peer_connected`) and sends that peer a push and a
+  digest in the same turn, so what was written before the connection existed (frames
+  sent then were dropped by ``IMMEDIATE``) does not wait for the probing backoff.
 
 All sockets are created, used and closed by the loop's own thread (ZeroMQ sockets are
 not thread-safe); other threads only write to the replica or call :meth:`retire` and
@@ -35,13 +42,16 @@ not thread-safe); other threads only write to the replica or call :meth:`retire`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from crdtmem import Replica, codec
 from crdtmem.errors import ReplicaClosed
@@ -52,6 +62,7 @@ from crdtmem.gossip import (
     check_leave_timeout,
     check_retire,
 )
+from transport.endpoints import check_bind, check_peers
 
 logger = logging.getLogger("transport.zmq")
 
@@ -68,6 +79,11 @@ RECEIVE_BATCH: Final = 256
 START_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 5.0
 STOP_FLUSH_SECONDS: Final = 1.0
+# A new DEALER's handshake is looked for this often, for this long after it was made
+# (then once a turn): the push of a write made before the connection leaves within
+# tens of milliseconds of the connection, not at the next digest round.
+HANDSHAKE_POLL_SECONDS: Final = 0.02
+HANDSHAKE_WATCH_SECONDS: Final = 3.0
 
 
 S = TypeVar("S", bound=zmq.Socket[Any])
@@ -79,6 +95,7 @@ def configure_router(router: S) -> S:
     router.setsockopt(zmq.LINGER, 0)
     router.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     router.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)
     return router
 
 
@@ -106,7 +123,8 @@ class DriverCore:
 
     Args:
         replica: the replica to gossip.
-        bind: the ROUTER's endpoint; the node's address is where it really bound.
+        bind: the ROUTER's endpoint; the node's address is where it really bound,
+            unless ``advertise`` names the address peers dial.
         peers: endpoints to start gossiping with.
         config: the protocol settings.
         context: a (blocking-API) context for the DEALER sockets.
@@ -119,14 +137,21 @@ class DriverCore:
         peers: Iterable[str],
         config: GossipConfig,
         context: zmq.Context[Any],
+        *,
+        advertise: str | None = None,
     ) -> None:
         self.replica = replica
         self.bind = bind
-        self.peers = [p for p in peers if p != bind]
+        self.advertise = advertise
+        self.peers = [p for p in peers if p not in (bind, advertise)]
         self.config = config
         self.context = context
         self.node: GossipNode | None = None
         self.dealers: dict[str, zmq.Socket[bytes]] = {}
+        # Per dealer, the PAIR socket its monitor reports handshakes on.
+        self.monitors: dict[str, zmq.Socket[bytes]] = {}
+        # New DEALERs whose first handshake is awaited: address -> watched until.
+        self.awaiting: dict[str, float] = {}
         self.dropped_sends = 0
         # Set from any thread (stop); read by the loop between sends and receives.
         self.stopping = False
@@ -134,7 +159,9 @@ class DriverCore:
         self._leave_timeout: float | None = None
 
     def open(self, address: str) -> GossipNode:
-        """The protocol state, once the ROUTER is bound at ``address``."""
+        """The protocol state, once the ROUTER is bound at ``address`` (the node's
+        address is ``advertise`` when given: what peers dial)."""
+        address = self.advertise or address
         self.node = GossipNode.from_config(self.replica, address, self.config, self.peers)
         return self.node
 
@@ -153,7 +180,13 @@ class DriverCore:
 
     def wait_seconds(self, node: GossipNode, now: float) -> float:
         """How long the loop may wait for a message or a wake-up before :meth:`step`."""
-        return max(0.0, node.next_deadline() - now)
+        wait = max(0.0, node.next_deadline() - now)
+        for address, until in list(self.awaiting.items()):
+            if now > until:
+                del self.awaiting[address]  # down, it seems: found at a later turn
+            else:
+                wait = min(wait, HANDSHAKE_POLL_SECONDS)
+        return wait
 
     def batch(
         self, receive_now: Callable[[], list[bytes]], first: list[bytes] | None = None
@@ -189,6 +222,7 @@ class DriverCore:
             frames += node.begin_leave(now, timeout)
         if woke:
             frames += node.flush(now)
+        frames += self._connected(node, now)
         for parts in messages:
             if self.stopping:
                 break  # stop() is waiting: peers resend what is left, after we return
@@ -199,6 +233,26 @@ class DriverCore:
             self.send(node, node.leave())
             return False
         return True
+
+    def _connected(self, node: GossipNode, now: float) -> list[Frame]:
+        """Frames for the peers whose DEALER completed a handshake since the last turn
+        (read without waiting; the loop turns at least once an interval)."""
+        frames: list[Frame] = []
+        for address, monitor in list(self.monitors.items()):
+            up = False
+            for _ in range(64):  # bounded: a flapping peer cannot hold the loop
+                try:
+                    event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                except zmq.ZMQError:
+                    break
+                up = up or event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            if up:
+                self.awaiting.pop(address, None)
+                if address in node.peers:
+                    frames += node.peer_connected(address, now)
+        return frames
 
     def finish(self, node: GossipNode) -> None:
         """Best effort on the way out: hand what is pending to the sockets, for at most
@@ -228,14 +282,24 @@ class DriverCore:
 
     def _dealer(self, node: GossipNode, address: str) -> zmq.Socket[bytes] | None:
         dealer: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
+        # Monitored before connecting, so the first handshake is not missed.
+        monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         if connect_dealer(dealer, address, node.address):
+            self.monitors[address] = monitor
+            self.awaiting[address] = time.monotonic() + HANDSHAKE_WATCH_SECONDS
             return dealer
+        monitor.close(linger=0)
         node.remove_peer(address)
         return None
 
     def close(self) -> None:
         """Close the DEALERs (LINGER bounds how long what is queued may take)."""
-        for dealer in self.dealers.values():
+        for address, dealer in self.dealers.items():
+            monitor = self.monitors.pop(address, None)
+            if monitor is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    dealer.disable_monitor()
+                monitor.close(linger=0)
             dealer.close(linger=LINGER_MS)
         self.dealers.clear()
 
@@ -258,7 +322,12 @@ class DriverBase:
         peers: Iterable[str],
         context: zmq.Context[Any],
         settings: tuple[float, float, int, float | None],
+        *,
+        advertise: str | None = None,
     ) -> None:
+        # Checks at the call (transport.endpoints): a typo raises here, not in the loop.
+        peers = check_peers(peers)
+        advertise = check_bind(bind, advertise)
         interval, dead_after, chunk_bytes, retire_after = settings
         config = GossipConfig(
             interval=interval,
@@ -268,8 +337,19 @@ class DriverBase:
         )
         self.replica = replica
         self.bind = bind
-        self.address = bind  # where it really bound, once started (port 0: any)
-        self._core = DriverCore(replica, bind, peers, config, context)
+        # Where it really bound once started (port 0: any), or what it advertises.
+        self.address = advertise or bind
+        self.advertise = advertise
+        self._core = DriverCore(replica, bind, peers, config, context, advertise=advertise)
+        self._fresh = partial(
+            DriverCore, replica, bind, peers, config, context, advertise=advertise
+        )
+
+    def _renew(self) -> None:
+        """Before a start: after an earlier run stopped, a fresh core (new protocol
+        state and sockets) for a fresh run on the same replica."""
+        if self._core.node is not None:
+            self._core = self._fresh()
 
     @property
     def node(self) -> GossipNode | None:

@@ -54,12 +54,13 @@ class AsyncZmqGossip(DriverBase):
         dead_after: float = DEFAULTS.dead_after,
         chunk_bytes: int = DEFAULTS.chunk_bytes,
         retire_after: float | None = DEFAULTS.retire_after,
+        advertise: str | None = None,
     ) -> None:
         self._context = zmq.asyncio.Context.instance()
         # DEALERs only ever send with NOBLOCK: plain sockets on the same context.
         dealers: zmq.Context[Any] = zmq.Context.shadow(self._context.underlying)
         settings = (interval, dead_after, chunk_bytes, retire_after)
-        super().__init__(replica, bind, peers, dealers, settings)
+        super().__init__(replica, bind, peers, dealers, settings, advertise=advertise)
         self._router: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -68,7 +69,9 @@ class AsyncZmqGossip(DriverBase):
     async def start(self) -> AsyncZmqGossip:
         """Bind and start the gossip task; returns once bound."""
         if self._task is not None:
-            raise RuntimeError("this AsyncZmqGossip was already started")
+            raise RuntimeError("this AsyncZmqGossip is running: stop() it first")
+        self._renew()  # after a stop(): a fresh run
+        self._wake = asyncio.Event()
         router = configure_router(self._context.socket(zmq.ROUTER))
         try:
             router.bind(self.bind)
@@ -76,7 +79,7 @@ class AsyncZmqGossip(DriverBase):
             router.close(linger=0)
             raise
         self._router = router
-        self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.address = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
         node = self._core.open(self.address)
         loop = asyncio.get_running_loop()
 

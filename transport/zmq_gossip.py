@@ -57,11 +57,12 @@ class ZmqGossip(DriverBase):
         dead_after: float = DEFAULTS.dead_after,
         chunk_bytes: int = DEFAULTS.chunk_bytes,
         retire_after: float | None = DEFAULTS.retire_after,
+        advertise: str | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self._context = context or zmq.Context.instance()
         settings = (interval, dead_after, chunk_bytes, retire_after)
-        super().__init__(replica, bind, peers, self._context, settings)
+        super().__init__(replica, bind, peers, self._context, settings, advertise=advertise)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -74,7 +75,15 @@ class ZmqGossip(DriverBase):
     def start(self) -> ZmqGossip:
         """Bind, start the gossip thread, and return once bound."""
         if self._thread is not None:
-            raise RuntimeError("this ZmqGossip was already started")
+            if self._thread.is_alive():
+                raise RuntimeError("this ZmqGossip is running: stop() it first")
+            # After a stop(): a fresh run on the same replica.
+            self._renew()
+            self._ready = threading.Event()
+            self._error = None
+            if self._wake_read < 0:
+                self._wake_read, self._wake_write = os.pipe()
+                os.set_blocking(self._wake_write, False)
         self._thread = threading.Thread(
             target=self._run, name=f"crdtmem-gossip-{self.replica.replica_id}", daemon=True
         )
@@ -165,7 +174,7 @@ class ZmqGossip(DriverBase):
         try:
             router = configure_router(self._context.socket(zmq.ROUTER))
             router.bind(self.bind)
-            self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.address = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
             node = self._core.open(self.address)
         except BaseException as exc:  # reported to start(), which re-raises it
             self._error = exc
