@@ -58,3 +58,22 @@ def test_a_folder_of_an_impossible_format_is_refused(tmp_path: Path) -> None:
     (folder / "MANIFEST").write_bytes(codec.pack({"format": 0, "replica_id": "r"}))
     with pytest.raises(StorageError, match="unknown storage format 0"):
         Replica("r", path=str(folder))
+
+
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "storage-v2"
+
+
+def test_a_format_2_folder_opens_with_everything(tmp_path: Path) -> None:
+    folder = tmp_path / "writer"
+    shutil.copytree(FIXTURE_V2, folder)
+    expected = json.loads((FIXTURE_V2.parent / "storage-v2.expected.json").read_text())
+    assert _manifest(folder)["format"] == 2
+    r = Replica("writer", path=str(folder))
+    value = r.value()
+    value["tags"] = sorted(value["tags"])
+    assert value == expected["value"]
+    assert {k: v for k, v in r.version().items() if v} == expected["version"]
+    assert r.retired() == {"gone": (0, False)}
+    (before,) = r.checkpoints()
+    assert r.at(before)["steps"] == 7
+    r.close()
