@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -246,8 +247,9 @@ def test_value_and_version() -> None:
     r.list("l").append(1)
     r.text("t").insert(0, "x")
     assert r.value() == {"c": 1, "l": [1], "t": "x"}
-    # each field's creation and each mutation is one update of "a"
-    assert r.version() == {"a": 6}
+    # each field's creation and each mutation is one update of this life of "a"
+    assert r.version() == {r.writer_id: 6}
+    assert re.fullmatch(r"a~[0-9a-f]{8}", r.writer_id) and r.replica_id == "a"
 
 
 def test_version_never_counts_an_unapplied_update() -> None:
@@ -255,7 +257,7 @@ def test_version_never_counts_an_unapplied_update() -> None:
     a.list("l").append("first")
     b.merge(a.delta_since())
     b.list("l").append("reply")  # depends on a's update
-    c.merge(b.delta_since({"a": 2}))  # only b's updates: c lacks what they depend on
+    c.merge(b.delta_since({a.writer_id: 2}))  # only b's updates: c lacks what they depend on
     assert c.version() == {}
     assert c.value() == {}
     c.merge(a.delta_since())  # the gap fills; the buffered updates apply
@@ -307,10 +309,11 @@ def test_converge_once_everyone_has_everything() -> None:
         b"",
         b"garbage",
         b"CM",
-        b"CM\x02\x90",
-        b"CM\x01\xc1",
-        b"CM\x01\x92\x01",
-        b"CM\x01\x93\x09\x00\x00",
+        b"CM\x03\x90",
+        b"CM\x01\x90",
+        b"CM\x02\xc1",
+        b"CM\x02\x92\x01",
+        b"CM\x02\x93\x09\x00\x00",
         "not bytes",
     ],
     ids=repr,

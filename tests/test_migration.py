@@ -15,7 +15,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "storage-v1"
 
 
 def _manifest(folder: Path) -> dict[str, object]:
-    meta = codec.unpack((folder / "MANIFEST").read_bytes())
+    meta = codec.unpack_stored((folder / "MANIFEST").read_bytes())
     assert isinstance(meta, dict)
     return meta
 
@@ -29,7 +29,10 @@ def test_a_format_1_folder_opens_with_everything_and_is_migrated(tmp_path: Path)
     value = r.value()
     value["tags"] = sorted(value["tags"])
     assert value == expected["value"] and r.version() == expected["version"]
-    assert _manifest(folder) == {"format": STORAGE_FORMAT, "replica_id": "writer"}
+    manifest = _manifest(folder)
+    assert manifest["format"] == STORAGE_FORMAT and manifest["replica_id"] == "writer"
+    # The legacy life goes on under the bare name: its records need no migration.
+    assert manifest["incarnation"] is None and r.writer_id == "writer"
     # Its checkpoint came along, and time travel to it works.
     (before,) = r.checkpoints()
     assert before.label == "before-peer" and r.at(before)["steps"] == 7
