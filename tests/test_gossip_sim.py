@@ -159,6 +159,12 @@ def test_a_node_learns_the_group_from_one_seed() -> None:
     assert net.run_until_converged(timeout=10)
 
 
+@pytest.mark.xfail(
+    not hasattr(GossipNode, "_own_writer"),
+    reason="restarted under the same id: gossip frames must carry writer ids (issue 9 "
+    "liveness branch: _own_writer) for peers to see the new life",
+    strict=True,
+)
 def test_crash_without_durable_state_rejoins_under_a_new_incarnation() -> None:
     net = SimNetwork(9)
     for name in NAMES[:3]:
