@@ -5,7 +5,8 @@ open until stdin closes (or 60 s), or print ``locked <message>`` if another proc
 holds the folder.
 
 ``agent NAME BIND PEERS WRITES [PATH]``: gossip on ``BIND`` with ``PEERS`` (comma
-separated), append ``WRITES`` items ``NAME-<writer id>-<i>`` to the list ``items``,
+separated), append ``WRITES`` items ``NAME-<writer id>-<i>`` to the list ``items`` (``i``
+counting on from the items it already holds),
 printing ``ACK <item>`` once each write has returned; then print ``ITEMS <n> <digest>``
 whenever its items change, until stdin closes (or 120 s).
 """
@@ -52,7 +53,8 @@ def agent(name: str, bind: str, peers: str, writes: int, path: str | None) -> in
         replica, bind=bind, peers=[p for p in peers.split(",") if p], interval=0.2
     ) as gossip:
         print(f"READY {gossip.address} {replica.writer_id}", flush=True)
-        for i in range(writes):
+        first = len(replica.list("items").value)  # a durable agent goes on counting
+        for i in range(first, first + writes):
             item = f"{name}-{replica.writer_id}-{i}"
             replica.list("items").append(item)
             print(f"ACK {item}", flush=True)
