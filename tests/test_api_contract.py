@@ -33,6 +33,40 @@ def test_replica_id_is_kept() -> None:
     assert Replica("x" * 64).replica_id == "x" * 64
 
 
+def test_restarted_under_its_id_in_memory_or_durable_no_acknowledged_write_is_lost(
+    tmp_path: Any,
+) -> None:
+    # "An agent may be restarted under its id at any time, in memory or durable, and two
+    # live processes may share an id by mistake: no acknowledged write is lost."
+    peer = Replica("peer")
+    lives = [Replica("agent-a"), Replica("agent-a")]  # two lives at once
+    for i, life in enumerate(lives):
+        life.list("l").append(i)
+        peer.merge(life.delta_since(peer.version()))
+    restarted = Replica("agent-a")  # a third life, after a crash
+    restarted.list("l").append(2)
+    durable = Replica("agent-a", path=str(tmp_path / "a"))
+    durable.list("l").append(3)
+    durable.close()
+    durable = Replica("agent-a", path=str(tmp_path / "a"))  # reopened: same life
+    durable.list("l").append(4)
+    sync(peer, restarted, durable, *lives)
+    assert sorted(peer.list("l").value) == [0, 1, 2, 3, 4]
+    assert all(r.value() == peer.value() for r in (restarted, durable, *lives))
+    # "a replica id with an incarnation mark whose form docs/api.md gives"
+    assert all(re.fullmatch(r"agent-a~[0-9a-f]{8}", key) for key in peer.version())
+    assert len(peer.version()) == 4
+    durable.close()
+
+
+def test_a_durable_folder_is_held_by_one_replica_at_a_time(tmp_path: Any) -> None:
+    first = Replica("agent-a", path=str(tmp_path / "a"))
+    with pytest.raises(crdtmem.StorageLocked, match="in use by process"):
+        Replica("agent-a", path=str(tmp_path / "a"))
+    first.close()
+    Replica("agent-a", path=str(tmp_path / "a")).close()
+
+
 # --- fields --------------------------------------------------------------------------
 
 
