@@ -209,8 +209,9 @@ class Replica:
         self._predecessors: builtins.list[str] = []
         if storage is None:
             token: str | None = new_token(self._rng)
-        elif storage.fresh or storage.intact:
-            token = storage.incarnation if not storage.fresh else new_token(self._rng)
+        elif storage.intact:
+            # (a log with no record: no life wrote here, a new one may start)
+            token = new_token(self._rng) if storage.fresh else storage.incarnation
             self._predecessors = builtins.list(storage.predecessors)
         else:
             token = new_token(self._rng)
@@ -242,7 +243,7 @@ class Replica:
         self._closed = False
         if storage is not None:
             self._replay(storage)
-            if storage.intact or storage.fresh:
+            if storage.intact:
                 # (the manifest now says open: a kill from here on is an unclean close)
                 storage.start_incarnation(token, None)
             self._storage = storage

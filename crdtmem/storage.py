@@ -110,7 +110,8 @@ class Storage:
         self._verified_size = -1
         self._replica_id = ""
         self._started = False
-        # Whether the folder had no manifest (a new replica: nothing to prove).
+        # Whether the log holds no record (a new folder, or one never written to): no
+        # life wrote anything here, so any life may start.
         self.fresh = True
 
     @classmethod
@@ -121,10 +122,11 @@ class Storage:
         missing parent folders) if needed, lock it, and verify its log.
 
         Afterwards :attr:`incarnation` is the stored life's token (``None``: the legacy
-        bare-name life, or a new folder: see :attr:`fresh`), :attr:`intact` whether the
-        log proves it holds every update that life made, and :attr:`lost_bytes` /
-        :attr:`damaged_regions` what verification cut out. The caller then keeps the life
-        or starts a new one (:meth:`start_incarnation`) before writing.
+        bare-name life, or a new folder), :attr:`fresh` whether the log holds no record
+        at all, :attr:`intact` whether the log proves it holds every update that life
+        made, and :attr:`lost_bytes` / :attr:`damaged_regions` what verification cut out.
+        The caller then keeps the life or starts a new one (:meth:`start_incarnation`)
+        before writing.
 
         Raises:
             ValueError: the folder belongs to another replica id, or a bad ``durability``.
@@ -167,10 +169,11 @@ class Storage:
         storage._replica_id = replica_id
         try:
             storage._verify()
+            storage.fresh = not storage._records
             if meta is None:
-                storage.fresh = True
+                # (at once: a log must never exist without the manifest naming its owner)
+                storage._write_manifest(clean=False)
             else:
-                storage.fresh = False
                 storage.incarnation = _token(meta)
                 storage.predecessors = _predecessors(meta)
                 if storage.damaged_regions:
