@@ -20,7 +20,7 @@ from typing import Any, Final, NoReturn
 import msgpack
 
 from crdtmem.errors import DecodeError, UnsupportedValue, ValueOutOfRange
-from crdtmem.identity import MAX_WRITER_ID
+from crdtmem.identity import MAX_NAME, MAX_WRITER_ID, TOKEN_DIGITS, is_writer_id
 
 MAGIC: Final = b"CM"
 FORMAT_VERSION: Final = 2
@@ -241,8 +241,12 @@ def as_actor(obj: object, what: str) -> str:
     """A writer id (:mod:`crdtmem.identity`): a non-empty str of at most 73 characters
     (a replica name of up to 64, then ``~`` and an 8-digit token)."""
     actor = as_str(obj, what)
-    if not 0 < len(actor) <= MAX_WRITER_ID:
-        raise DecodeError(f"{what}: writer id must have 1 to {MAX_WRITER_ID} characters")
+    # (a bare name of up to 64 is valid as it is; past that only NAME~TOKEN is)
+    if not 0 < len(actor) <= MAX_NAME and not (len(actor) <= MAX_WRITER_ID and is_writer_id(actor)):
+        raise DecodeError(
+            f"{what}: writer id must be a name of 1 to {MAX_NAME} characters, "
+            f"with or without ~ and an {TOKEN_DIGITS}-digit token"
+        )
     return actor
 
 

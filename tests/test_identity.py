@@ -265,6 +265,14 @@ def test_a_peer_of_another_wire_format_is_told_which_side_to_upgrade() -> None:
     b.merge(long.delta_since())
     assert b.version() == {long.writer_id: 2}
     assert codec.unpack_stored(b"CM\x01\x90") == []  # stored data of format 1 still reads
+    # A frame that lies: 73 characters that are not NAME~TOKEN, or a token too long.
+    genuine = long.delta_since()
+    for bad in ("y" * 73, "x" * 64 + "~0123456g", "x" * 64 + "~0123456A"):
+        assert len(bad) == 73
+        forged = genuine.replace(long.writer_id.encode(), bad.encode())
+        assert forged != genuine
+        with pytest.raises(DecodeError, match="writer id"):
+            Replica("c").merge(forged)
 
 
 # --- the simulator (seeded, virtual time) ------------------------------------------------
