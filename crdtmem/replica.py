@@ -365,7 +365,7 @@ class Replica:
                 self._fields.setdefault(name, {})[tag] = top
             top.absorb(delta)
             if tag in HOLDS_LISTS:
-                self._doom((name, tag), delta, self.writer_id, seq)
+                self._doom((name, tag), delta, self._writer_id, seq)
             if storage is not None and storage.size() > self._snapshot_at:
                 self._snapshot_storage(storage)
             subscribed = bool(self._subscribers)
