@@ -96,7 +96,7 @@ def decode(data: bytes, where: str) -> tuple[Checkpoint, bytes]:
     body = data[_FRAME.size :]
     if len(body) != length or zlib.crc32(body) != crc:
         raise DecodeError(f"{where}: checkpoint checksum or length does not match")
-    number, label, version, created, state = as_list(codec.unpack(body), "checkpoint", 5)
+    number, label, version, created, state = as_list(codec.unpack_stored(body), "checkpoint", 5)
     if label is not None and type(label) is not str:
         raise DecodeError(f"{where}: checkpoint label is not a str")
     checkpoint = Checkpoint(
@@ -107,7 +107,8 @@ def decode(data: bytes, where: str) -> tuple[Checkpoint, bytes]:
         len(state) if isinstance(state, bytes) else 0,
         zlib.crc32(codec.as_bytes(state, "checkpoint state")),
     )
-    return checkpoint, state
+    # (a checkpoint written under wire format 1 holds a format-1 state message)
+    return checkpoint, codec.stored(state)
 
 
 @final

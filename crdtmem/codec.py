@@ -1,9 +1,15 @@
 """msgpack framing, size limits, and the checks every decoder shares.
 
 Every message starts with a 3-byte header, ``b"CM"`` and a format version byte, then one
-msgpack object. Decoding never trusts the peer: each limit below is enforced by the
-msgpack unpacker before objects are built, and each structure is checked by the type
-that owns it. Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeError`.
+msgpack object. Wire format 2 (crdtmem 0.2) carries writer ids (``NAME~TOKEN``, up to 73
+characters, :mod:`crdtmem.identity`); a peer of another wire format is refused with a
+message that says which side to upgrade. Stored data keeps its own versioning (the
+storage manifest): messages stored under wire format 1 are still read from disk
+(:func:`unpack_stored`, :func:`stored`), never from the network.
+
+Decoding never trusts the peer: each limit below is enforced by the msgpack unpacker
+before objects are built, and each structure is checked by the type that owns it.
+Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from typing import Any, Final, NoReturn
 import msgpack
 
 from crdtmem.errors import DecodeError, UnsupportedValue, ValueOutOfRange, ValueTooLarge
+from crdtmem.identity import MAX_NAME, MAX_WRITER_ID, TOKEN_DIGITS, is_writer_id
 
 MAGIC: Final = b"CM"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 HEADER: Final = MAGIC + bytes([FORMAT_VERSION])
+# Wire formats whose bodies this build reads from its own disk: format 1 differs from 2
+# only in the actors it may carry (2 allows writer ids), so its bodies read unchanged.
+STORED_VERSIONS: Final = frozenset({1, FORMAT_VERSION})
 
 # A full state of a few million list elements fits; anything larger is almost certainly
 # hostile, and refusing it keeps a single message from exhausting memory.
@@ -75,6 +85,25 @@ def unpack(data: bytes) -> Any:
     Raises:
         DecodeError: not bytes, wrong header or version, malformed or oversized msgpack.
     """
+    return _unpack(data, frozenset({FORMAT_VERSION}))
+
+
+def unpack_stored(data: bytes) -> Any:
+    """:func:`unpack` for data this build (or an older one) stored on disk: also reads
+    the older wire formats in ``STORED_VERSIONS``."""
+    return _unpack(data, STORED_VERSIONS)
+
+
+def stored(message: bytes) -> bytes:
+    """A stored message in the current wire format, for decoders that take a message:
+    an older stored header is replaced (the bodies are the same); anything else is
+    returned as it is, for :func:`unpack` to judge."""
+    if len(message) >= len(HEADER) and message[:2] == MAGIC and message[2] in STORED_VERSIONS:
+        return HEADER + message[len(HEADER) :]
+    return message
+
+
+def _unpack(data: bytes, versions: frozenset[int]) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"a crdtmem message is bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
@@ -82,10 +111,11 @@ def unpack(data: bytes) -> Any:
     view = bytes(data[: len(HEADER)])
     if len(view) < len(HEADER) or view[:2] != MAGIC:
         raise DecodeError("not a crdtmem message: it does not start with b'CM'")
-    if view[2] != FORMAT_VERSION:
+    if view[2] not in versions:
+        side = "the peer (crdtmem >= 0.2)" if view[2] < FORMAT_VERSION else "this node"
         raise DecodeError(
-            f"message format version {view[2]} is not supported (this build reads "
-            f"version {FORMAT_VERSION}); upgrade the older side"
+            f"peer speaks crdtmem wire format {view[2]}, this node speaks "
+            f"{FORMAT_VERSION}: upgrade {side}"
         )
     return unpack_body(memoryview(data)[len(HEADER) :])
 
@@ -230,10 +260,15 @@ def as_bytes(obj: object, what: str) -> bytes:
 
 
 def as_actor(obj: object, what: str) -> str:
-    """A replica id: a non-empty str of at most 64 characters."""
+    """A writer id (:mod:`crdtmem.identity`): a non-empty str of at most 73 characters
+    (a replica name of up to 64, then ``~`` and an 8-digit token)."""
     actor = as_str(obj, what)
-    if not 0 < len(actor) <= 64:
-        raise DecodeError(f"{what}: replica id must have 1 to 64 characters")
+    # (a bare name of up to 64 is valid as it is; past that only NAME~TOKEN is)
+    if not 0 < len(actor) <= MAX_NAME and not (len(actor) <= MAX_WRITER_ID and is_writer_id(actor)):
+        raise DecodeError(
+            f"{what}: writer id must be a name of 1 to {MAX_NAME} characters, "
+            f"with or without ~ and an {TOKEN_DIGITS}-digit token"
+        )
     return actor
 
 

@@ -46,3 +46,15 @@ class ReplicaClosed(CrdtmemError, RuntimeError):
 class StorageError(CrdtmemError, OSError):
     """Stored state cannot be used (wrong replica, newer format, unreadable manifest or
     an invalid record)."""
+
+
+class StorageLocked(StorageError):
+    """The storage folder is held by another process (or another open replica).
+
+    ``path`` is the folder, ``pid`` the holder's process id when it could be read.
+    """
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid

@@ -82,8 +82,8 @@ from crdtmem import codec
 from crdtmem.causality import check_vector, dominates, join_into, join_vectors, meet_vectors
 from crdtmem.codec import as_actor, as_bytes, as_int, as_list, as_str
 from crdtmem.errors import DecodeError, ReplicaClosed
-from crdtmem.identity import name_of
-from crdtmem.replica import Replica, check_replica_id
+from crdtmem.identity import is_writer_id, name_of, token_of
+from crdtmem.replica import Replica
 
 logger = logging.getLogger("crdtmem.gossip")
 
@@ -158,14 +158,20 @@ DEFAULTS: Final = GossipConfig()
 
 
 def check_retire(own: str, replica_id: str) -> str:
-    """Validate an argument of :meth:`GossipNode.retire` for a node whose replica is
-    ``own``: the one check every driver runs before it queues a retirement.
+    """Validate an argument of :meth:`GossipNode.retire` for a node whose replica
+    writes as ``own`` (a writer id): the one check every driver runs before it queues a
+    retirement. The argument is a replica name (every life of it) or a writer id (one
+    life).
 
     Raises:
-        ValueError: not a replica id, or ``own`` itself.
+        ValueError: neither a name nor a writer id, or this node's own replica.
     """
-    replica_id = check_replica_id(replica_id)
-    if replica_id == own:
+    if type(replica_id) is not str or not is_writer_id(replica_id):
+        raise ValueError(
+            "retire takes a replica id (1 to 64 characters) or a writer id (NAME~TOKEN), "
+            f"got {replica_id!r}"
+        )
+    if replica_id in (own, name_of(own)):
         raise ValueError("a node cannot retire its own replica")
     return replica_id
 
@@ -306,6 +312,9 @@ class GossipNode:
         }
         for peer in peers:
             self.add_peer(peer)
+        # Earlier lives of this replica (a durable one whose log could not prove it held
+        # all of them) are gone: the group stops waiting for them.
+        self._retire_superseded(replica.predecessors())
 
     @classmethod
     def from_config(
@@ -317,9 +326,9 @@ class GossipNode:
         return cls(replica, address, peers=peers, **settings)
 
     def _own_writer(self) -> str:
-        """The writer id this node's frames carry in the sender-id slot."""
-        # until Replica.writer_id lands: then this is self.replica.writer_id
-        return str(getattr(self.replica, "writer_id", self.replica.replica_id))
+        """The writer id of this node's replica: the id its frames carry, and its key
+        in version vectors (its name is ``replica.replica_id``)."""
+        return self.replica.writer_id
 
     def peer_connected(self, address: str, now: float) -> list[Frame]:
         """A driver saw a connection to ``address`` come up: push what the peer is not
@@ -348,7 +357,9 @@ class GossipNode:
         self.peers.pop(address, None)
 
     def retire(self, replica_id: str) -> None:
-        """Declare that replica ``replica_id`` left the group for good.
+        """Declare that replica ``replica_id`` left the group for good: a name retires
+        every life of it this node knows of (version keys and peers), a writer id
+        (``NAME~TOKEN``) that one life.
 
         It stops counting as a member (so it no longer holds back causal stability),
         its addresses are dropped, and its frames are refused from now on, here and, as
@@ -362,12 +373,33 @@ class GossipNode:
             ValueError: ``replica_id`` is not a replica id, or is this node's own
                 (:func:`check_retire`).
         """
-        self._retire(check_retire(self.replica.replica_id, replica_id), 0)
+        target = check_retire(self._own_writer(), replica_id)
+        for writer in self._lives_of(target):
+            self._retire(writer, 0)
+
+    def _lives_of(self, target: str) -> list[str]:
+        """``target`` if it is a writer id; for a name, every life of it this node
+        knows of (the bare name too, for a life written before incarnations existed),
+        or the name itself when none is known (retired before it is ever heard of)."""
+        if token_of(target) is not None:
+            return [target]
+        known = set(self.replica.version()) | {p.replica_id for p in self.peers.values()}
+        lives = {w for w in known if w and name_of(w) == target} - {self._own_writer()}
+        return sorted(lives) or [target]
+
+    def _retire_superseded(self, lives: Iterable[str]) -> None:
+        """Retire earlier lives of this replica, or of a peer, that a newer life has
+        replaced (their process is gone: only what they spread survives). The bar each
+        gets rises to the most any member applied, so nothing a member holds is lost."""
+        for writer in lives:
+            if writer not in self.retired and writer != self._own_writer():
+                logger.info("%s: retiring %r, superseded by a newer life", self.address, writer)
+                self._retire(writer, 0)
 
     def spread(self) -> bool:
         """Whether every peer has acknowledged all of this replica's own updates (what
         a node waits for before it leaves; a peer never heard from has not)."""
-        own = self.replica.replica_id
+        own = self._own_writer()
         count = self.replica.version().get(own, 0)
         return all(p.known.get(own, 0) >= count for p in self.peers.values())
 
@@ -413,7 +445,7 @@ class GossipNode:
         :meth:`leave_done` wait for that, bounded); :attr:`left_spread` records whether it
         was. Afterwards the group refuses this replica's frames, so stop gossiping; the
         replica refuses writes from now on (:class:`~crdtmem.ReplicaLeft`)."""
-        own = self.replica.replica_id
+        own = self._own_writer()
         # First, so that no write lands between reading the bar and saying goodbye: the
         # group would refuse it, and the agent would never know.
         self.replica.mark_left()
@@ -423,7 +455,7 @@ class GossipNode:
         return [self._frame(peer, SYNC) for peer in self.peers.values()]
 
     def _retire(self, replica_id: str, bar: int) -> None:
-        if replica_id == self.replica.replica_id:
+        if replica_id == self._own_writer():
             raise ValueError("a node cannot retire its own replica")
         # The bar: the highest any member had applied when it learned of the retirement.
         self.retired[replica_id] = self.replica.retire(replica_id, bar)
@@ -446,7 +478,7 @@ class GossipNode:
         bar and has applied everything up to it (then no one needs it from anyone)."""
         forgotten = self.replica.retired()
         for replica_id, bar in self.retired.items():
-            if replica_id == self.replica.replica_id:
+            if replica_id == self._own_writer():
                 continue  # this node left: nothing to forget
             if forgotten.get(replica_id, (0, False))[1] or stable.get(replica_id, 0) < bar:
                 continue
@@ -515,7 +547,7 @@ class GossipNode:
             skip = {
                 origin: count
                 for origin, count in ours.items()
-                if origin != self.replica.replica_id and addresses.get(origin) in peer.peers
+                if origin != self._own_writer() and addresses.get(origin) in peer.peers
             }
             frames += self._push(peer, now, skip)
         return frames
@@ -551,7 +583,7 @@ class GossipNode:
     def _members(self) -> bytes:
         """A digest of the replica ids this node counts as members: its own and its
         peers'. Reports made under another membership do not count towards stability."""
-        ids = {self.replica.replica_id}
+        ids = {self._own_writer()}
         ids.update(p.replica_id or f"?{p.address}" for p in self.peers.values())
         return hashlib.blake2b("\0".join(sorted(ids)).encode(), digest_size=8).digest()
 
@@ -682,7 +714,14 @@ class GossipNode:
         # what was written before the connection existed does not wait for a round.
         first = not peer.alive(now, self._silence_limit())
         if peer.replica_id is not None and peer.replica_id != replica_id:
-            # A new incarnation at the same address: whatever it had is gone.
+            # A new life at the same address: whatever it had is gone, and so is the old
+            # life's process (an address is bound by one process at a time).
+            if name_of(peer.replica_id) == name_of(replica_id):
+                self._retire_superseded([peer.replica_id])
+                self._gone_addresses.discard(sender)  # the address is the new life's
+                peer = self.add_peer(sender)
+                if peer is None:
+                    return []
             peer.known, peer.sent = {}, {}
             peer.recent.clear()
             peer.report, peer.complete = None, None
@@ -694,7 +733,7 @@ class GossipNode:
         if kind == SYNC:
             addresses, members, retired, forgotten = extra
             for gone, bar in retired.items():
-                if gone == self.replica.replica_id:
+                if gone == self._own_writer():
                     if not self.left:
                         logger.error("%s: this replica was retired by the group", self.address)
                 elif self.retired.get(gone, -1) < bar:

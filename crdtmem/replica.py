@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,7 @@ from crdtmem.fields import (
 )
 from crdtmem.hlc import HybridLogicalClock
 from crdtmem.host import Path
+from crdtmem.identity import is_writer_id, name_of, new_token, writer_id
 from crdtmem.messages import (
     MAX_FIELD_NAME,
     STATE,
@@ -99,8 +101,9 @@ T = TypeVar("T")
 class ChangeEvent:
     """One applied change: which top-level field, made by which replica, here or not.
 
-    ``origin`` is the replica that made the update; for a full-state merge (which
-    carries many replicas' updates at once) it is the replica that sent the state.
+    ``origin`` is the replica (its name, ``replica_id``, whichever of its lives wrote)
+    that made the update; for a full-state merge (which carries many replicas' updates
+    at once) it is the replica that sent the state.
     """
 
     field: str
@@ -139,8 +142,15 @@ class Replica:
     :class:`~crdtmem.storage.Storage`. Bytes in and out go through
     :mod:`crdtmem.messages`.
 
+    Each life of a replica writes under its own *writer id* (:attr:`writer_id`,
+    ``NAME~TOKEN``, see :mod:`crdtmem.identity`), so that a restart or a second process
+    under the same name never mints an update id twice: an in-memory replica starts a new
+    life at every construction; a durable one keeps its life while its log is intact and
+    starts a new one when it cannot prove it holds every update it made (a damaged log,
+    or an unclean close followed by a reboot without ``durability="fsync"``).
+
     Args:
-        replica_id: unique in the deployment, 1 to 64 characters, stable across restarts.
+        replica_id: the agent's name, 1 to 64 characters, stable across restarts.
         path: folder for durable state (see ``crdtmem.storage``), created with any
             missing parent folders; ``None`` keeps it in memory.
         clock: seconds since the epoch, for LWW timestamps; inject a virtual clock in
@@ -153,6 +163,13 @@ class Replica:
             once it passes this many bytes and ``SNAPSHOT_GROWTH`` times its size after
             the last snapshot, so disk use follows the state; ``None``: only
             :meth:`compact_storage` does.
+        rng: where incarnation tokens come from; inject a seeded ``random.Random`` in
+            simulations. Defaults to ``random.SystemRandom()``.
+
+    Raises:
+        crdtmem.StorageLocked: ``path`` is held by another process or open replica.
+        crdtmem.StorageError: ``path`` holds a corrupt manifest, a log without its
+            manifest, or a newer storage format.
     """
 
     def __init__(
@@ -164,13 +181,54 @@ class Replica:
         durability: str = "process",
         keep_checkpoints: int = 10,
         snapshot_bytes: int | None = SNAPSHOT_MIN_BYTES,
+        rng: random.Random | None = None,
     ) -> None:
         self.replica_id: Final = check_replica_id(replica_id)
+        if snapshot_bytes is not None and (type(snapshot_bytes) is not int or snapshot_bytes < 1):
+            raise ValueError("snapshot_bytes must be a positive int or None")
+        self._rng = rng if rng is not None else random.SystemRandom()
         self._lock = threading.RLock()
-        self._writer = Writer(self.replica_id, HybridLogicalClock(clock))
         self._clock = clock
+        storage = None if path is None else Storage.open(path, self.replica_id, durability)
+        try:
+            self._start(storage, clock, path, keep_checkpoints, snapshot_bytes)
+        except BaseException:
+            if storage is not None:
+                storage.close()
+            raise
+
+    def _start(
+        self,
+        storage: Storage | None,
+        clock: Callable[[], float],
+        path: str | None,
+        keep_checkpoints: int,
+        snapshot_bytes: int | None,
+    ) -> None:
+        """Choose this life's writer id, then build the parts and replay ``storage``."""
+        self._predecessors: builtins.list[str] = []
+        if storage is None:
+            token: str | None = new_token(self._rng)
+        elif storage.intact:
+            # (a log with no record: no life wrote here, a new one may start)
+            token = new_token(self._rng) if storage.fresh else storage.incarnation
+            self._predecessors = builtins.list(storage.predecessors)
+        else:
+            token = new_token(self._rng)
+            old = writer_id(self.replica_id, storage.incarnation)
+            logger.warning(
+                "%s: the log cannot prove it holds every update of %s; continuing as %s "
+                "(peers give back what they hold of the old life's updates)",
+                storage.folder,
+                old,
+                writer_id(self.replica_id, token),
+            )
+            storage.start_incarnation(token, old)
+            self._predecessors = builtins.list(storage.predecessors)
+        self._writer_id = writer_id(self.replica_id, token)
+        self._writer = Writer(self._writer_id, HybridLogicalClock(clock))
         self._fields: dict[str, dict[int, CRDT]] = {}
-        self._updates = UpdateLog(self.replica_id)
+        self._updates = UpdateLog(self._writer_id)
         self._collector = Collector()
         # Bound once: the write path calls them on every update.
         self._add_local = self._updates.add_local
@@ -179,8 +237,6 @@ class Replica:
         self._rejected_messages = 0
         folder = None if path is None else os.path.join(path, CHECKPOINT_FOLDER)
         self._checkpoints = CheckpointStore(folder, keep_checkpoints)
-        if snapshot_bytes is not None and (type(snapshot_bytes) is not int or snapshot_bytes < 1):
-            raise ValueError("snapshot_bytes must be a positive int or None")
         self._snapshot_bytes = snapshot_bytes
         self._snapshot_at = self._next_snapshot(0)
         self._storage: Storage | None = None
@@ -188,18 +244,17 @@ class Replica:
         self._left = False
         self._type_clashes = 0
         self._clashed: builtins.set[str] = set()
-        if path is not None:
-            storage = Storage.open(path, self.replica_id, durability)
-            try:
-                self._replay(storage)
-            except BaseException:
-                storage.close()
-                raise
+        if storage is not None:
+            self._replay(storage)
+            if storage.intact:
+                # (the manifest now says open: a kill from here on is an unclean close)
+                storage.start_incarnation(token, None)
             self._storage = storage
             self._snapshot_at = self._next_snapshot(storage.size())
+        self._lost = (0, 0) if storage is None else (storage.lost_bytes, storage.damaged_regions)
 
     def __repr__(self) -> str:
-        return f"Replica({self.replica_id!r}, version={self.version()})"
+        return f"Replica({self.replica_id!r}, writer={self.writer_id!r}, version={self.version()})"
 
     # --- fields ---------------------------------------------------------------------
 
@@ -239,8 +294,24 @@ class Replica:
 
     @property
     def writer(self) -> Writer:
-        """This replica's id and the clock its LWW timestamps come from."""
+        """This life's writer id and the clock its LWW timestamps come from."""
         return self._writer
+
+    @property
+    def writer_id(self) -> str:
+        """The writer id of this life of the replica: what :meth:`version`, update
+        origins and dots name (``NAME~TOKEN``, or the bare name for the legacy life of a
+        folder from before incarnations); ``replica_id`` stays the name."""
+        return self._writer_id
+
+    def predecessors(self) -> builtins.list[str]:
+        """The writer ids of this durable replica's earlier lives that it superseded
+        because it could not prove its log held all their updates (oldest first; empty
+        in memory). Their updates that survived, here or at peers, stay as any other
+        writer's; gossip may retire them (bar 0: whatever the group holds) once it
+        is safe, so they leave version vectors."""
+        with self._lock:
+            return builtins.list(self._predecessors)
 
     def declare_field(self, parent: Path, name: str, kind: type[CRDT]) -> Path:
         """Resolve a field (``TypeMismatch`` if it exists with another type); for field
@@ -303,7 +374,7 @@ class Replica:
             # Only a list, or a map's remove, can delete list elements: a write to a
             # counter or register inside a map has nothing to queue for collection.
             if path[-1][1] in HOLDS_LISTS:
-                self._doom((name, tag), delta, self.replica_id, seq)
+                self._doom((name, tag), delta, self._writer_id, seq)
             if storage is not None and storage.size() > self._snapshot_at:
                 self._snapshot_storage(storage)
             subscribed = bool(self._subscribers)
@@ -354,7 +425,11 @@ class Replica:
             }
 
     def version(self) -> dict[str, int]:
-        """For each replica id, how many of its updates this replica has applied."""
+        """For each writer id, how many of its updates this replica has applied.
+
+        Keys are writer ids: ``NAME~TOKEN`` (a replica name, ``~``, 8 lowercase hex
+        digits: one life of that replica), or a bare ``NAME`` for the one life of a
+        durable folder written before incarnations (storage format 2 and older)."""
         with self._lock:
             return dict(sorted(self._updates.version.items()))
 
@@ -369,9 +444,11 @@ class Replica:
         (deleted list elements still held), ``list_collected`` (collected, ever),
         ``list_marker_ids`` (ids markers keep for them) and ``awaiting_stability``
         (deletes queued until causally stable); ``storage_bytes``; ``checkpoints``;
-        counters ``rejected_messages``, ``dropped_early_updates``,
-        ``refused_retired_updates``, ``type_clashes`` (fields that replicas created
-        with different types, each counted when a second type arrives).
+        ``storage_lost_bytes`` and ``storage_damaged_regions`` (what the last open of a
+        durable log found damaged and cut out); counters ``rejected_messages``,
+        ``dropped_early_updates``, ``refused_retired_updates``, ``type_clashes`` (fields
+        that replicas created with different types, each counted when a second type
+        arrives).
         """
         with self._lock:
             updates = self._updates
@@ -389,6 +466,8 @@ class Replica:
                 "dropped_early_updates": updates.dropped_early,
                 "refused_retired_updates": updates.refused_retired,
                 "type_clashes": self._type_clashes,
+                "storage_lost_bytes": self._lost[0],
+                "storage_damaged_regions": self._lost[1],
                 **extra,
             }
 
@@ -454,14 +533,20 @@ class Replica:
     # --- membership -------------------------------------------------------------------
 
     def retire(self, replica_id: str, final: int) -> int:
-        """Accept no update of ``replica_id`` past ``final`` (a replica that left the
-        group). The bar only rises: to what is already applied, or a higher ``final``
-        given before. Returns the bar in force. Durable replicas store it.
+        """Accept no update of writer ``replica_id`` past ``final`` (a replica life that
+        left the group, or was superseded). The bar only rises: to what is already
+        applied, or a higher ``final`` given before. Returns the bar in force. Durable
+        replicas store it.
+
+        ``replica_id`` is a writer id, as :meth:`version` names them (``NAME~TOKEN``);
+        a bare name retires the legacy life of a folder from before incarnations only,
+        not the other lives of that name.
 
         Gossip calls this (:meth:`crdtmem.gossip.GossipNode.retire`) and spreads it.
         """
-        replica_id = check_replica_id(replica_id)
-        if replica_id == self.replica_id:
+        if type(replica_id) is not str or not is_writer_id(replica_id):
+            raise ValueError(f"not a writer id: {replica_id!r}")
+        if replica_id == self.writer_id:
             raise ValueError("a replica cannot retire itself")
         if type(final) is not int:
             raise TypeError(f"final is an int, got {type(final).__name__}")
@@ -557,7 +642,7 @@ class Replica:
             else:
                 applied = self._updates.deliver(decoded, self._apply)
             if self._subscribers:
-                events += [ChangeEvent(u.name, u.origin, False) for u in applied]
+                events += [ChangeEvent(u.name, name_of(u.origin), False) for u in applied]
             if storage is not None and storage.size() > self._snapshot_at:
                 self._snapshot_storage(storage)
         if events:
@@ -594,7 +679,7 @@ class Replica:
                 if tag in HOLDS_LISTS:
                     joined.append((((name, tag),), current))
             if self._subscribers:
-                events.append(ChangeEvent(name, state.sender, False))
+                events.append(ChangeEvent(name, name_of(state.sender), False))
         self._updates.advance(state.vector)
         self._collector.add_joined(dict(self._updates.version), joined)
 
@@ -657,10 +742,12 @@ class Replica:
         return view
 
     def _past(self, state: bytes | None, updates: bytes | None = None) -> Replica:
-        """A new in-memory replica holding ``state`` and then ``updates``."""
-        past = Replica(self.replica_id, clock=self._clock)
+        """A new in-memory replica holding ``state`` and then ``updates`` (a stored
+        checkpoint's state may be in an older wire format)."""
+        # (a view never writes: its writer id needs no randomness of its own)
+        past = Replica(self.replica_id, clock=self._clock, rng=random.Random(0))
         if state is not None:
-            past.merge(state)
+            past.merge(codec.stored(state))
         if updates is not None:
             past.merge(updates)
         return past

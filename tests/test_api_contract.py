@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -30,6 +31,40 @@ def test_bad_replica_ids_raise_value_error(bad: Any) -> None:
 
 def test_replica_id_is_kept() -> None:
     assert Replica("x" * 64).replica_id == "x" * 64
+
+
+def test_restarted_under_its_id_in_memory_or_durable_no_acknowledged_write_is_lost(
+    tmp_path: Any,
+) -> None:
+    # "An agent may be restarted under its id at any time, in memory or durable, and two
+    # live processes may share an id by mistake: no acknowledged write is lost."
+    peer = Replica("peer")
+    lives = [Replica("agent-a"), Replica("agent-a")]  # two lives at once
+    for i, life in enumerate(lives):
+        life.list("l").append(i)
+        peer.merge(life.delta_since(peer.version()))
+    restarted = Replica("agent-a")  # a third life, after a crash
+    restarted.list("l").append(2)
+    durable = Replica("agent-a", path=str(tmp_path / "a"))
+    durable.list("l").append(3)
+    durable.close()
+    durable = Replica("agent-a", path=str(tmp_path / "a"))  # reopened: same life
+    durable.list("l").append(4)
+    sync(peer, restarted, durable, *lives)
+    assert sorted(peer.list("l").value) == [0, 1, 2, 3, 4]
+    assert all(r.value() == peer.value() for r in (restarted, durable, *lives))
+    # "a replica id with an incarnation mark whose form docs/api.md gives"
+    assert all(re.fullmatch(r"agent-a~[0-9a-f]{8}", key) for key in peer.version())
+    assert len(peer.version()) == 4
+    durable.close()
+
+
+def test_a_durable_folder_is_held_by_one_replica_at_a_time(tmp_path: Any) -> None:
+    first = Replica("agent-a", path=str(tmp_path / "a"))
+    with pytest.raises(crdtmem.StorageLocked, match="in use by process"):
+        Replica("agent-a", path=str(tmp_path / "a"))
+    first.close()
+    Replica("agent-a", path=str(tmp_path / "a")).close()
 
 
 # --- fields --------------------------------------------------------------------------
@@ -246,8 +281,9 @@ def test_value_and_version() -> None:
     r.list("l").append(1)
     r.text("t").insert(0, "x")
     assert r.value() == {"c": 1, "l": [1], "t": "x"}
-    # each mutation is one update of "a"; asking for a field writes nothing
-    assert r.version() == {"a": 3}
+    # each mutation is one update of this life of "a"; asking for a field writes nothing
+    assert r.version() == {r.writer_id: 3}
+    assert re.fullmatch(r"a~[0-9a-f]{8}", r.writer_id) and r.replica_id == "a"
 
 
 def test_version_never_counts_an_unapplied_update() -> None:
@@ -255,7 +291,7 @@ def test_version_never_counts_an_unapplied_update() -> None:
     a.list("l").append("first")
     b.merge(a.delta_since())
     b.list("l").append("reply")  # depends on a's update
-    c.merge(b.delta_since({"a": 2}))  # only b's updates: c lacks what they depend on
+    c.merge(b.delta_since({a.writer_id: 2}))  # only b's updates: c lacks what they depend on
     assert c.version() == {}
     assert c.value() == {}
     c.merge(a.delta_since())  # the gap fills; the buffered updates apply
@@ -307,10 +343,11 @@ def test_converge_once_everyone_has_everything() -> None:
         b"",
         b"garbage",
         b"CM",
-        b"CM\x02\x90",
-        b"CM\x01\xc1",
-        b"CM\x01\x92\x01",
-        b"CM\x01\x93\x09\x00\x00",
+        b"CM\x03\x90",
+        b"CM\x01\x90",
+        b"CM\x02\xc1",
+        b"CM\x02\x92\x01",
+        b"CM\x02\x93\x09\x00\x00",
         "not bytes",
     ],
     ids=repr,

@@ -41,7 +41,7 @@ def test_a_field_exists_from_its_first_write_and_keeps_its_type() -> None:
     handle = r.list("findings")  # no field yet: another type may still be asked for
     r.set("findings")
     handle.append("first")
-    assert r.version() == {"writer": 1} and r.value() == {"findings": ["first"]}
+    assert r.version() == {r.writer_id: 1} and r.value() == {"findings": ["first"]}
     with pytest.raises(TypeMismatch, match="is a list, not a set"):
         r.set("findings")
     with pytest.raises(TypeMismatch):
@@ -132,7 +132,7 @@ def test_a_replica_that_left_refuses_writes_and_still_reads() -> None:
     assert isinstance(caught.value, RuntimeError)
     with pytest.raises(ReplicaLeft):
         r.counter("c").increment()
-    assert r.list("notes").value == ["before"] and r.version() == {"leaver": 1}
+    assert r.list("notes").value == ["before"] and r.version() == {r.writer_id: 1}
     peer.counter("c").increment()
     r.merge(peer.delta_since())  # remote updates still apply: reads stay current
     assert r.counter("c").value == 1

@@ -170,7 +170,7 @@ def test_nothing_is_collected_before_it_is_stable() -> None:
         a.list("l").append(i)
     a.list("l").delete(0)
     assert a.collect_garbage({}) == 0
-    assert a.collect_garbage({"a": a.version()["a"] - 1}) == 0
+    assert a.collect_garbage({a.writer_id: a.version()[a.writer_id] - 1}) == 0
     assert a.collect_garbage(a.version()) == 1
 
 
@@ -210,8 +210,8 @@ def test_a_long_queue_of_deletes_is_collected_in_steps_and_trimmed() -> None:
     for _ in range(10_000):
         items.delete(0)
     assert a.stats()["awaiting_stability"] == 10_000
-    halfway = a.version()["a"] - 5_000  # the last 5,000 deletes not stable yet
-    assert a.collect_garbage({"a": halfway}) == 5_000
+    halfway = a.version()[a.writer_id] - 5_000  # the last 5,000 deletes not stable yet
+    assert a.collect_garbage({a.writer_id: halfway}) == 5_000
     assert a.stats()["awaiting_stability"] == 5_000
     assert a.collect_garbage(a.version()) == 5_000
     assert a.stats()["awaiting_stability"] == 0 and a.stats()["list_tombstones"] == 0
@@ -229,7 +229,7 @@ def test_a_stale_full_state_does_not_bring_collected_elements_back() -> None:
     assert a.collect_garbage(stable) == 20
     # b collected only the first ten deletes: its state holds a marker for 5..14, then
     # 15..24 as tombstones whose refs (14, ...) are gone here.
-    assert b.collect_garbage({"a": stable["a"] - 10}) == 10
+    assert b.collect_garbage({a.writer_id: stable[a.writer_id] - 10}) == 10
     b.counter("c").increment()
     b.compact_log(b.version())  # forces b to answer with its full state
     a.merge(b.delta_since(a.version()))

@@ -66,7 +66,7 @@ def test_the_node_and_both_drivers_reject_a_bad_retire_argument_the_same_way() -
         threaded = _rejections(sync.retire)
     sans_io = _rejections(node.retire)
     assert threaded == sans_io == asyncio.run(rejections_of_a_running_async_driver())
-    assert "own replica" in sans_io[-1] and "replica_id" in sans_io[0]
+    assert "own replica" in sans_io[-1] and "replica id" in sans_io[0]
     assert not node.retired and a.retired() == {}
 
 
@@ -145,7 +145,7 @@ def test_a_replica_closed_under_the_threaded_driver_does_not_end_its_thread(
         assert _wait_until(lambda: ga.stats["frames_in"] > heard + 3)  # still serving
         assert durable.value() == {"c": 1}
         assert ga.leave(timeout=0.5) is True  # the thread is alive to say goodbye
-        assert _wait_until(lambda: gb.node is not None and "a" in gb.node.retired)
+        assert _wait_until(lambda: gb.node is not None and durable.writer_id in gb.node.retired)
     assert _closed_logs(caplog) == 1
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -126,18 +127,28 @@ def test_peer_connected_pushes_and_digests_at_once() -> None:
     assert a.peer_connected("A", 0.0) == []  # its own address: nothing
 
 
-def writer(node: GossipNode, writer_id: str) -> GossipNode:
-    """Give a node a writer id of its own (until Replica.writer_id lands, the frames'
-    sender id comes from GossipNode._own_writer only)."""
-    node._own_writer = lambda: writer_id  # type: ignore[method-assign]
-    return node
+class Token(random.Random):
+    """Draws the one incarnation token given, so a test knows each writer id."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(0)
+        self.token = int(token, 16)
+
+    def getrandbits(self, k: int, /) -> int:
+        return self.token
+
+
+def agent(address: str, token: str, peers: list[str], **options: bool) -> GossipNode:
+    """A node of replica "agent" whose life writes as ``agent~TOKEN``."""
+    return GossipNode(Replica("agent", rng=Token(token)), address, peers=peers, **options)
 
 
 def test_own_name_live_at_another_address_is_warned_once_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    one = writer(GossipNode(Replica("agent"), "A1", peers=["A2"]), "agent~0000aaaa")
-    two = writer(GossipNode(Replica("agent"), "A2", peers=["A1"]), "agent~0000bbbb")
+    one = agent("A1", "0000aaaa", peers=["A2"])
+    two = agent("A2", "0000bbbb", peers=["A1"])
+    assert two.replica.writer_id == "agent~0000bbbb"
     nodes = {"A1": one, "A2": two}
     with caplog.at_level(logging.WARNING, logger="crdtmem.gossip"):
         for step in range(5):
@@ -151,19 +162,17 @@ def test_own_name_live_at_another_address_is_warned_once_and_counted(
 
 
 def test_a_third_node_sees_two_live_writers_of_one_name() -> None:
-    one = writer(GossipNode(Replica("agent"), "A1", peers=["C"]), "agent~0000aaaa")
-    two = writer(
-        GossipNode(Replica("agent"), "A2", peers=["C"], learn_peers=False), "agent~0000bbbb"
-    )
+    one = agent("A1", "0000aaaa", peers=["C"])
+    two = agent("A2", "0000bbbb", peers=["C"], learn_peers=False)
     third = GossipNode(Replica("c"), "C", peers=[], learn_peers=False)
     nodes = {"A1": one, "A2": two, "C": third}
     deliver(nodes, one.tick(0.0) + two.tick(0.0), 0.0, drop=lambda f: f.peer not in nodes)
     assert third.stats["duplicate_ids"] >= 1
     # A restart at the same address under a new writer id is not a duplicate.
     solo = GossipNode(Replica("c"), "C", peers=[])
-    first = writer(GossipNode(Replica("agent"), "A1", peers=["C"]), "agent~0000aaaa")
+    first = agent("A1", "0000aaaa", peers=["C"])
     deliver({"A1": first, "C": solo}, first.tick(0.0), 0.0)
-    again = writer(GossipNode(Replica("agent"), "A1", peers=["C"]), "agent~0000cccc")
+    again = agent("A1", "0000cccc", peers=["C"])
     deliver({"A1": again, "C": solo}, again.tick(0.5), 0.5)
     assert solo.stats["duplicate_ids"] == 0
 

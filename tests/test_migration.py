@@ -15,7 +15,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "storage-v1"
 
 
 def _manifest(folder: Path) -> dict[str, object]:
-    meta = codec.unpack((folder / "MANIFEST").read_bytes())
+    meta = codec.unpack_stored((folder / "MANIFEST").read_bytes())
     assert isinstance(meta, dict)
     return meta
 
@@ -29,7 +29,10 @@ def test_a_format_1_folder_opens_with_everything_and_is_migrated(tmp_path: Path)
     value = r.value()
     value["tags"] = sorted(value["tags"])
     assert value == expected["value"] and r.version() == expected["version"]
-    assert _manifest(folder) == {"format": STORAGE_FORMAT, "replica_id": "writer"}
+    manifest = _manifest(folder)
+    assert manifest["format"] == STORAGE_FORMAT and manifest["replica_id"] == "writer"
+    # The legacy life goes on under the bare name: its records need no migration.
+    assert manifest["incarnation"] is None and r.writer_id == "writer"
     # Its checkpoint came along, and time travel to it works.
     (before,) = r.checkpoints()
     assert before.label == "before-peer" and r.at(before)["steps"] == 7
@@ -58,3 +61,22 @@ def test_a_folder_of_an_impossible_format_is_refused(tmp_path: Path) -> None:
     (folder / "MANIFEST").write_bytes(codec.pack({"format": 0, "replica_id": "r"}))
     with pytest.raises(StorageError, match="unknown storage format 0"):
         Replica("r", path=str(folder))
+
+
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "storage-v2"
+
+
+def test_a_format_2_folder_opens_with_everything(tmp_path: Path) -> None:
+    folder = tmp_path / "writer"
+    shutil.copytree(FIXTURE_V2, folder)
+    expected = json.loads((FIXTURE_V2.parent / "storage-v2.expected.json").read_text())
+    assert _manifest(folder)["format"] == 2
+    r = Replica("writer", path=str(folder))
+    value = r.value()
+    value["tags"] = sorted(value["tags"])
+    assert value == expected["value"]
+    assert {k: v for k, v in r.version().items() if v} == expected["version"]
+    assert r.retired() == {"gone": (0, False)}
+    (before,) = r.checkpoints()
+    assert r.at(before)["steps"] == 7
+    r.close()

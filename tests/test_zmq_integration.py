@@ -298,11 +298,11 @@ def test_a_departed_agent_is_retired_over_zeromq_and_collection_resumes() -> Non
         gossips[0].retire("c")
         assert _wait_until(
             lambda: all(
-                r.stats()["list_tombstones"] == 0 and "c" not in r.version() for r in (a, b)
+                r.stats()["list_tombstones"] == 0 and c.writer_id not in r.version() for r in (a, b)
             )
         )
         assert a.list("notes").value == b.list("notes").value == [f"c{i}" for i in range(10, 20)]
-        assert gossips[1].node is not None and "c" in gossips[1].node.retired
+        assert gossips[1].node is not None and c.writer_id in gossips[1].node.retired
         with pytest.raises(ValueError, match="own replica"):
             gossips[0].retire("a")
 
@@ -318,11 +318,11 @@ def test_an_agent_that_leaves_gracefully_stops_holding_collection_back() -> None
             a.list("notes").delete(0)
         assert _wait_until(
             lambda: all(
-                r.stats()["list_tombstones"] == 0 and "c" not in r.version() for r in (a, b)
+                r.stats()["list_tombstones"] == 0 and c.writer_id not in r.version() for r in (a, b)
             )
         )
         assert a.list("notes").value == b.list("notes").value == [f"c{i}" for i in range(10, 20)]
-        assert a.retired()["c"] == (20, True)  # its 20 appends
+        assert a.retired()[c.writer_id] == (20, True)  # its 20 appends
 
 
 def test_an_agent_rejoining_on_its_address_again_and_again_hears_every_peer(

@@ -170,7 +170,7 @@ class DriverCore:
     def retire(self, replica_id: str) -> None:
         """Queue a retirement for the loop, after the one validation every driver
         shares (:func:`crdtmem.gossip.check_retire`)."""
-        self._retirements.put(check_retire(self.replica.replica_id, replica_id))
+        self._retirements.put(check_retire(self.replica.writer_id, replica_id))
 
     def request_leave(self, timeout: float) -> None:
         """Ask the loop to leave (:meth:`crdtmem.gossip.GossipNode.begin_leave`)."""

@@ -80,6 +80,9 @@ class SimNetwork:
             raise ValueError("drop and duplicate in [0, 1), 0 <= latency low <= high")
         self.seed = seed
         self.random = random.Random(seed)
+        # Incarnation tokens: seeded too, apart from the fault model's stream, so that
+        # adding a node does not change which messages a seed drops.
+        self.identities = random.Random(f"identities-{seed}")
         self.latency = latency
         self.drop = drop
         self.duplicate = duplicate
@@ -112,10 +115,13 @@ class SimNetwork:
         peers: Iterable[str] | None = None,
         clock_skew: float = 0.0,
         path: str | None = None,
+        replica_id: str | None = None,
     ) -> SimNode:
         """A node gossiping with ``peers`` (default: every node added so far, which
-        also learns about this one); durable, on disk at ``path``, when given."""
-        replica = Replica(name, path=path, clock=lambda: max(0.0, self.now + clock_skew))
+        also learns about this one); durable, on disk at ``path``, when given. Its
+        address is ``name``; its replica id too, unless ``replica_id`` says otherwise
+        (two nodes under one replica id: an agent started twice by mistake)."""
+        replica = self._replica(replica_id or name, path, clock_skew)
         known = list(self.nodes) if peers is None else list(peers)
         gossip = self._gossip(replica, name, known)
         node = SimNode(name, replica, gossip, clock_skew, path=path)
@@ -125,6 +131,14 @@ class SimNetwork:
         self.nodes[name] = node
         self._schedule(self.now + self.random.uniform(0, self.interval), "tick", name)
         return node
+
+    def _replica(self, replica_id: str, path: str | None, skew: float) -> Replica:
+        return Replica(
+            replica_id,
+            path=path,
+            clock=lambda: max(0.0, self.now + skew),
+            rng=random.Random(self.identities.getrandbits(64)),
+        )
 
     def _gossip(self, replica: Replica, name: str, peers: list[str]) -> GossipNode:
         return GossipNode.from_config(replica, name, self.config, peers)
@@ -190,19 +204,22 @@ class SimNetwork:
             node.up = False
 
     def restart(self, name: str, *, durable: bool = True) -> None:
-        """Bring a crashed node back. ``durable``: with everything it had acknowledged
-        (as a ``path=`` replica reopens); otherwise with an empty memory, under a new
-        incarnation id, because an in-memory replica must never reuse its old dots."""
+        """Bring a crashed node back under the same replica id, as a supervisor restarts
+        an agent. ``durable``: with everything it had acknowledged (as a ``path=``
+        replica reopens: its log is really reopened, and keeps its writer id while
+        intact); otherwise with an empty memory. Either way the replica itself decides
+        whether it starts a new life (:attr:`~crdtmem.Replica.writer_id`), so no dot is
+        minted twice."""
         node = self.nodes[name]
         node.incarnation += 1
-        skew = node.clock_skew
+        replica_id = node.replica.replica_id
         if durable and node.path is not None:  # really reopened from disk
             node.replica.close()
-            node.replica = Replica(name, path=node.path, clock=lambda: max(0.0, self.now + skew))
+            node.replica = self._replica(replica_id, node.path, node.clock_skew)
         elif not durable:
-            node.replica = Replica(
-                f"{name}.{node.incarnation}", clock=lambda: max(0.0, self.now + skew)
-            )
+            if node.path is not None:
+                node.replica.close()  # (its folder is not reopened: memory only now)
+            node.replica = self._replica(replica_id, None, node.clock_skew)
         peers = list(node.gossip.peers)
         node.gossip = self._gossip(node.replica, name, peers)
         node.up = True
