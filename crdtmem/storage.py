@@ -268,13 +268,22 @@ class Storage:
         The new log is written beside the old one, flushed to disk, renamed over it and
         the folder synced, so a crash at any moment leaves the old log or the new one.
         """
-        temporary = self.log_path + ".compacting"
+        bodies: list[list[Any]] = [[STATE_RECORD, message] for message in states]
+        bodies += [[MEMBERSHIP_RECORD, *record] for record in membership or ()]
+        chunks = []
+        for body in bodies:
+            payload = codec.pack_body(body)
+            chunks.append(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+        self._replace_log(chunks, ".compacting")
+
+    def _replace_log(self, chunks: list[bytes], suffix: str) -> None:
+        """Make ``chunks`` the whole log, atomically: written beside it, flushed to disk,
+        renamed over it and the folder synced, so a crash at any moment leaves the old
+        log or the new one; then reopened for appending."""
+        temporary = self.log_path + suffix
         with open(temporary, "wb") as handle:
-            bodies: list[list[Any]] = [[STATE_RECORD, message] for message in states]
-            bodies += [[MEMBERSHIP_RECORD, *record] for record in membership or ()]
-            for body in bodies:
-                payload = codec.pack_body(body)
-                handle.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.log_path)
@@ -323,18 +332,8 @@ class Storage:
             lost,
             len(records),
         )
-        temporary = self.log_path + ".repairing"
-        with open(temporary, "wb") as handle:
-            for start, end in kept:
-                handle.write(data[start:end])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.log_path)
-        sync_folder(self.folder)
-        fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
-        os.close(self._fd)
-        self._fd = fd
-        self._size = self._verified_size = os.fstat(fd).st_size
+        self._replace_log([data[start:end] for start, end in kept], ".repairing")
+        self._verified_size = self._size
 
     def records(self) -> Iterator[list[Any]]:
         """Every record that verifies, in order (damage was cut out at :meth:`open`)."""
