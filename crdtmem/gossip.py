@@ -463,11 +463,10 @@ class GossipNode:
             del self.peers[address]
             self._gone_addresses.add(address)
 
-    def _retire_silent(self, now: float) -> None:
-        assert self.retire_after is not None
+    def _retire_silent(self, now: float, retire_after: float) -> None:
         for peer in list(self.peers.values()):
             heard = peer.last_heard
-            if peer.replica_id and heard is not None and now - heard > self.retire_after:
+            if peer.replica_id and heard is not None and now - heard > retire_after:
                 logger.warning(
                     "%s: retiring %r, silent for %.0f s", self.address, peer.replica_id, now - heard
                 )
@@ -619,7 +618,7 @@ class GossipNode:
         self.next_sync = now + self.interval
         try:
             if self.retire_after is not None:
-                self._retire_silent(now)
+                self._retire_silent(now, self.retire_after)
             if self.compact:
                 self.replica.compact_log(self.stable_version())
                 stable = self.causally_stable()
@@ -729,7 +728,7 @@ class GossipNode:
         peer.replica_id = replica_id
         peer.last_heard = now
         peer.backoff = 0.0
-        self._check_duplicate(peer, now)
+        self._check_duplicate(peer, replica_id, now)
         if kind == SYNC:
             addresses, members, retired, forgotten = extra
             for gone, bar in retired.items():
@@ -787,13 +786,11 @@ class GossipNode:
                 del covered[origin]
             join_into(peer.sent, covered)
 
-    def _check_duplicate(self, peer: PeerState, now: float) -> None:
+    def _check_duplicate(self, peer: PeerState, writer: str, now: float) -> None:
         """Warn (once per writer id and address) when a replica name is spoken by two
         live writer ids at two addresses: this node's own name at another address, or
         two peers of one name. Both keep working (distinct writers lose nothing), but
         two processes under one name is almost always a mistake."""
-        writer = peer.replica_id
-        assert writer is not None
         name = name_of(writer)
         own = self._own_writer()
         others: list[tuple[str, str]] = []
