@@ -3,6 +3,7 @@ atomically, and a rename made durable by syncing its folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -10,10 +11,14 @@ def write_atomically(target: str, data: bytes) -> None:
     """Replace ``target`` by ``data``: written beside it, flushed to disk, renamed over it
     and the folder synced, so a crash at any moment leaves the old file or the new one."""
     temporary = target + ".tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        remove_quietly(temporary)  # (a disk full must not keep a half-written copy)
+        raise
     os.replace(temporary, target)
     sync_folder(os.path.dirname(target) or ".")
 
@@ -26,3 +31,9 @@ def sync_folder(folder: str) -> None:
         os.fsync(folder_fd)
     finally:
         os.close(folder_fd)
+
+
+def remove_quietly(path: str) -> None:
+    """Remove ``path`` if it exists; a failure to is ignored (it is only a leftover)."""
+    with contextlib.suppress(OSError):
+        os.remove(path)

@@ -54,7 +54,7 @@ from typing import Any, Final, final
 from crdtmem import codec
 from crdtmem.codec import as_actor, as_dict, as_int, as_list
 from crdtmem.errors import DecodeError, StorageError, StorageLocked
-from crdtmem.files import sync_folder, write_atomically
+from crdtmem.files import remove_quietly, sync_folder, write_atomically
 from crdtmem.identity import is_writer_id, token_of
 from crdtmem.messages import LogEntry, StateMessage, Update, decode_message, decode_stored_update
 
@@ -99,6 +99,9 @@ class Storage:
         self._fsync_every = {"process": 0, "group": GROUP_COMMIT_RECORDS, "fsync": 1}[durability]
         self._unsynced = 0
         self._size = os.fstat(fd).st_size
+        # Where the log must be cut back to when a failed append could not cut its
+        # partial record at once: done before the next append (or close).
+        self._torn_at: int | None = None
         # What the last open found (see :meth:`open`).
         self.lost_bytes = 0
         self.damaged_regions = 0
@@ -226,6 +229,9 @@ class Storage:
     def _append(self, body: object) -> None:
         payload = codec.pack_body(body)
         record = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        if self._torn_at is not None:
+            os.ftruncate(self._fd, self._torn_at)
+            self._torn_at = None
         size = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             written = os.write(self._fd, record)
@@ -238,8 +244,13 @@ class Storage:
                     os.fsync(self._fd)
                     self._unsynced = 0
         except OSError:
-            # Leave no torn record behind: the next append must follow a whole one.
-            os.ftruncate(self._fd, size)
+            # Leave no torn record behind: the next append must follow a whole one (a
+            # disk full mid-record leaves part of it; cutting back frees, never takes,
+            # space, and if even that fails it is retried before the next append).
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                self._torn_at = size
             raise
 
     def append_update(self, origin: str, seq: int, entry: LogEntry) -> None:
@@ -281,12 +292,17 @@ class Storage:
         renamed over it and the folder synced, so a crash at any moment leaves the old
         log or the new one; then reopened for appending."""
         temporary = self.log_path + suffix
-        with open(temporary, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(temporary, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            remove_quietly(temporary)  # (a disk full must not keep a half-written copy)
+            raise
         os.replace(temporary, self.log_path)
+        self._torn_at = None
         sync_folder(self.folder)
         fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
         os.close(self._fd)
@@ -298,6 +314,8 @@ class Storage:
         :meth:`start_incarnation`) and release the lock."""
         if self._fd >= 0:
             try:
+                if self._torn_at is not None:
+                    os.ftruncate(self._fd, self._torn_at)
                 os.fsync(self._fd)  # (the clean mark must not outlive the records)
                 if self._started:
                     self._write_manifest(clean=True)
