@@ -154,6 +154,24 @@ def deleted_elements(delta: CRDT, path: Path) -> Iterable[tuple[Path, list[Any]]
                     yield from deleted_elements(nested, (*path, (key, tag)))
 
 
+def holds_list(delta: CRDT) -> bool:
+    """Whether a delta holds list content (a list, or a map with one at any depth).
+
+    Such an update must never be applied twice: once its deletes are causally stable,
+    its elements may be collected (here, or in a state joined since), and applying its
+    insert again would bring a collected element back on this replica only.
+    """
+    if isinstance(delta, RGA):
+        return True
+    if isinstance(delta, ORMap):
+        return any(
+            tag in HOLDS_LISTS and holds_list(nested)
+            for by_tag in delta.fields.values()
+            for tag, nested in by_tag.items()
+        )
+    return False
+
+
 def list_sizes(fields: Mapping[str, dict[int, CRDT]]) -> dict[str, int]:
     """Over every list in ``fields`` (nested in maps too): ``list_tombstones`` (deleted
     elements still held), ``list_marker_ids`` (ids markers keep for collected ones) and

@@ -39,7 +39,7 @@ from crdtmem.checkpoints import Checkpoint, CheckpointStore, View
 from crdtmem.codec import detach
 from crdtmem.collector import HOLDS_LISTS, Collector, list_sizes
 from crdtmem.crdt import CRDT, Writer, crdt_type
-from crdtmem.errors import DecodeError, ReplicaClosed, ReplicaLeft, TypeMismatch
+from crdtmem.errors import DecodeError, ReplicaClosed, ReplicaLeft, StorageError, TypeMismatch
 from crdtmem.fields import (
     CounterField,
     GCounterField,
@@ -68,7 +68,7 @@ from crdtmem.messages import (
 from crdtmem.ormap import ORMap, visible
 from crdtmem.rga import RGA
 from crdtmem.storage import StateRecord, Storage, UpdateRecord
-from crdtmem.updatelog import MAX_BUFFERED_UPDATES, UpdateLog, check_version
+from crdtmem.updatelog import MAX_BUFFERED_UPDATES, Unstored, UpdateLog, check_version
 
 __all__ = [
     "MAX_BUFFERED_UPDATES",
@@ -92,6 +92,9 @@ logger = logging.getLogger("crdtmem.replica")
 # write.
 SNAPSHOT_MIN_BYTES: Final = 8 * 1024 * 1024
 SNAPSHOT_GROWTH: Final = 4
+# While storing remote updates keeps failing (disk full), one warning per this many
+# failed merges after the first: a node receiving a flood must not flood its log too.
+UNPERSISTED_LOG_EVERY: Final = 1000
 
 T = TypeVar("T")
 
@@ -235,6 +238,10 @@ class Replica:
         self._doom = self._collector.add_update
         self._subscribers: builtins.list[tuple[Callable[[ChangeEvent], None], str | None]] = []
         self._rejected_messages = 0
+        self._false_claims = 0
+        self._unpersisted = 0
+        # Merges in a row whose updates could not be stored (for rate-limited logging).
+        self._store_failures = 0
         folder = None if path is None else os.path.join(path, CHECKPOINT_FOLDER)
         self._checkpoints = CheckpointStore(folder, keep_checkpoints)
         self._snapshot_bytes = snapshot_bytes
@@ -448,7 +455,14 @@ class Replica:
         durable log found damaged and cut out); counters ``rejected_messages``,
         ``dropped_early_updates``, ``refused_retired_updates``, ``type_clashes`` (fields
         that replicas created with different types, each counted when a second type
-        arrives).
+        arrives). Against misbehaving peers: ``buffered_bytes`` (bytes of the buffered
+        updates, bounded by ``crdtmem.updatelog.MAX_BUFFERED_BYTES``); counters
+        ``refused_origins`` (updates and state entries of new writer ids refused past
+        ``crdtmem.updatelog.MAX_ORIGINS``), ``false_claims`` (states refused for claiming
+        more of this replica's own updates than it made), ``reapplied_updates``
+        (updates applied although the version counted them, because only a joined
+        state claimed them), ``unpersisted_updates`` (received updates, or states, not
+        applied because they could not be stored).
         """
         with self._lock:
             updates = self._updates
@@ -458,6 +472,7 @@ class Replica:
                 "log_entries": len(updates),
                 "log_bytes": updates.payload_bytes(),
                 "buffered_updates": updates.buffered,
+                "buffered_bytes": updates.buffered_bytes,
                 **list_sizes(self._fields),
                 "awaiting_stability": len(self._collector),
                 "storage_bytes": self._storage.size() if self._storage is not None else 0,
@@ -466,6 +481,10 @@ class Replica:
                 "dropped_early_updates": updates.dropped_early,
                 "refused_retired_updates": updates.refused_retired,
                 "type_clashes": self._type_clashes,
+                "refused_origins": updates.refused_origins,
+                "false_claims": self._false_claims,
+                "reapplied_updates": updates.reapplied,
+                "unpersisted_updates": self._unpersisted,
                 "storage_lost_bytes": self._lost[0],
                 "storage_damaged_regions": self._lost[1],
                 **extra,
@@ -622,8 +641,22 @@ class Replica:
         """Apply a message from any replica's :meth:`delta_since`.
 
         Idempotent and order-independent. A malformed message raises
-        :class:`~crdtmem.DecodeError` and leaves the replica exactly as it was.
+        :class:`~crdtmem.DecodeError` and leaves the replica exactly as it was; so
+        does a full state that claims more of this replica's own updates than it made
+        (a lie: counted in ``stats()["false_claims"]``).
+
+        Raises:
+            crdtmem.StorageError: a durable replica could not store what it received
+                (disk full): what was stored before is applied, the rest is not (the
+                version says so, so peers send it again), and the log is left valid.
+                Counted in ``stats()["unpersisted_updates"]``; the next merge tries
+                again, with no operator action.
         """
+        self._merge(message, trusted=False)
+
+    def _merge(self, message: bytes, *, trusted: bool) -> None:
+        """:meth:`merge`; ``trusted``: the message is this replica's own past state (a
+        checkpoint), whose claims about its writer id are not checked."""
         try:
             decoded = decode_message(message)
         except DecodeError:
@@ -631,22 +664,65 @@ class Replica:
                 self._rejected_messages += 1
             raise
         events: builtins.list[ChangeEvent] = []
+        applied: builtins.list[Update] = []
+        failure: OSError | None = None
         with self._lock:
             self._check_open()
             storage = self._storage
-            if isinstance(decoded, StateMessage):
-                if storage is not None and not self._updates.covers(decoded.vector):
-                    storage.append_state(bytes(message))
-                self._join_state(decoded, events)
-                applied = self._updates.drain(self._apply)
+            updates = self._updates
+            try:
+                if isinstance(decoded, StateMessage):
+                    if not trusted and updates.false_claim(decoded.vector):
+                        self._false_claims += 1
+                        raise DecodeError(
+                            f"a state from {decoded.sender!r} claims "
+                            f"{decoded.vector[self._writer_id]} updates of this replica's "
+                            f"writer id {self._writer_id!r}, which made "
+                            f"{updates.version.get(self._writer_id, 0)}: refused whole"
+                        )
+                    if updates.brings_news(decoded.vector):
+                        if storage is not None:
+                            try:
+                                storage.append_state(bytes(message))
+                            except OSError as exc:
+                                raise Unstored(exc, 1) from exc
+                        self._join_state(decoded, events)
+                    updates.drain(self._apply, applied)
+                else:
+                    updates.deliver(decoded, self._apply, applied)
+            except Unstored as exc:
+                failure = exc.cause
+                self._unpersisted += exc.unstored
+                self._store_failures += 1
+                if self._store_failures % UNPERSISTED_LOG_EVERY == 1:
+                    logger.warning(
+                        "replica %r: could not store received updates (%s); %d not applied "
+                        "so far (stats()['unpersisted_updates']), peers send them again; "
+                        "this is said once per %d failed merges",
+                        self.replica_id,
+                        exc.cause,
+                        self._unpersisted,
+                        UNPERSISTED_LOG_EVERY,
+                    )
             else:
-                applied = self._updates.deliver(decoded, self._apply)
+                if self._store_failures:
+                    logger.warning(
+                        "replica %r: storing received updates works again after %d failed merges",
+                        self.replica_id,
+                        self._store_failures,
+                    )
+                    self._store_failures = 0
+                if storage is not None and storage.size() > self._snapshot_at:
+                    self._snapshot_storage(storage)
             if self._subscribers:
                 events += [ChangeEvent(u.name, name_of(u.origin), False) for u in applied]
-            if storage is not None and storage.size() > self._snapshot_at:
-                self._snapshot_storage(storage)
         if events:
             self._dispatch(events)
+        if failure is not None:
+            raise StorageError(
+                f"replica {self.replica_id!r} could not store what it received: {failure}; "
+                "the rest is not applied (peers send it again)"
+            ) from failure
 
     def _apply(self, update: Update, entry: LogEntry) -> None:
         """Store and join one remote (or replayed) update; the update log records it."""
@@ -663,7 +739,7 @@ class Replica:
             self._doom((update.name, update.tag), update.delta, update.origin, update.seq)
 
     def _join_state(self, state: StateMessage, events: builtins.list[ChangeEvent]) -> None:
-        if self._updates.covers(state.vector):
+        if not self._updates.brings_news(state.vector):
             return
         joined: builtins.list[tuple[Path, CRDT]] = []
         for name, incoming in state.fields.items():
@@ -747,9 +823,9 @@ class Replica:
         # (a view never writes: its writer id needs no randomness of its own)
         past = Replica(self.replica_id, clock=self._clock, rng=random.Random(0))
         if state is not None:
-            past.merge(codec.stored(state))
+            past._merge(codec.stored(state), trusted=True)
         if updates is not None:
-            past.merge(updates)
+            past._merge(updates, trusted=True)
         return past
 
     def restore(self, checkpoint: Checkpoint) -> builtins.list[str]:
