@@ -235,8 +235,14 @@ class Storage:
         size = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             written = os.write(self._fd, record)
-            if written != len(record):
-                raise OSError(f"short write to {self.log_path}: {written} of {len(record)} bytes")
+            while written < len(record):
+                # A short write (the disk filled up mid-record): the next one says why.
+                more = os.write(self._fd, memoryview(record)[written:])
+                if more <= 0:
+                    raise OSError(
+                        f"short write to {self.log_path}: {written} of {len(record)} bytes"
+                    )
+                written += more
             self._size = size + written
             if self._fsync_every:
                 self._unsynced += 1
