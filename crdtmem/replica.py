@@ -459,7 +459,8 @@ class Replica:
         updates, bounded by ``crdtmem.updatelog.MAX_BUFFERED_BYTES``); counters
         ``refused_origins`` (updates and state entries of new writer ids refused past
         ``crdtmem.updatelog.MAX_ORIGINS``), ``false_claims`` (states refused for claiming
-        more of this replica's own updates than it made), ``reapplied_updates``
+        more of this replica's own updates than it made, and updates of its own writer
+        id that it never made, dropped), ``reapplied_updates``
         (updates applied although the version counted them, because only a joined
         state claimed them), ``unpersisted_updates`` (received updates, or states, not
         applied because they could not be stored).
@@ -482,7 +483,7 @@ class Replica:
                 "refused_retired_updates": updates.refused_retired,
                 "type_clashes": self._type_clashes,
                 "refused_origins": updates.refused_origins,
-                "false_claims": self._false_claims,
+                "false_claims": self._false_claims + updates.false_claims,
                 "reapplied_updates": updates.reapplied,
                 "unpersisted_updates": self._unpersisted,
                 "storage_lost_bytes": self._lost[0],
@@ -670,6 +671,7 @@ class Replica:
             self._check_open()
             storage = self._storage
             updates = self._updates
+            updates.trusting = trusted
             try:
                 if isinstance(decoded, StateMessage):
                     if not trusted and updates.false_claim(decoded.vector):
@@ -714,6 +716,8 @@ class Replica:
                     self._store_failures = 0
                 if storage is not None and storage.size() > self._snapshot_at:
                     self._snapshot_storage(storage)
+            finally:
+                updates.trusting = False
             if self._subscribers:
                 events += [ChangeEvent(u.name, name_of(u.origin), False) for u in applied]
         if events:
@@ -762,6 +766,13 @@ class Replica:
     def _replay(self, storage: Storage) -> None:
         """Apply the stored records to this fresh replica (not storing them again: the
         storage is attached only afterwards)."""
+        self._updates.trusting = True
+        try:
+            self._replay_records(storage)
+        finally:
+            self._updates.trusting = False
+
+    def _replay_records(self, storage: Storage) -> None:
         for record in storage.replay():
             if isinstance(record, UpdateRecord):
                 self._updates.deliver([record.update], self._apply)

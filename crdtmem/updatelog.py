@@ -104,6 +104,7 @@ class UpdateLog:
         "buffered",
         "buffered_bytes",
         "dropped_early",
+        "false_claims",
         "forgotten",
         "logs",
         "own",
@@ -113,6 +114,7 @@ class UpdateLog:
         "refused_retired",
         "retired",
         "starts",
+        "trusting",
         "unverified",
         "version",
     )
@@ -161,6 +163,10 @@ class UpdateLog:
         self.refused_retired = 0
         self.refused_origins = 0
         self.reapplied = 0
+        self.false_claims = 0  # updates of this replica's own writer id it never made
+        # While replaying its own storage (or building a view of its past), updates of
+        # this replica's own writer id come from itself and are taken.
+        self.trusting = False
 
     # --- local updates ------------------------------------------------------------------
 
@@ -191,6 +197,22 @@ class UpdateLog:
     def _room(self) -> bool:
         """Whether a new origin may enter the version vector (see ``MAX_ORIGINS``)."""
         return len(self.version) < MAX_ORIGINS
+
+    def _admitted(self, origin: str, count: int) -> None:
+        """``origin`` enters the version vector. If that fills the table, updates that
+        wait for origins not admitted will never get them here: they wait no more."""
+        self.version[origin] = count
+        if len(self.version) < MAX_ORIGINS:
+            return
+        for actor in [a for a in self._blocked if a not in self.version]:
+            if actor in self.forgotten:
+                continue
+            for needed, waiter in self._blocked.pop(actor):
+                if self._waits.get(waiter) == (actor, needed):
+                    del self._waits[waiter]
+                    self._changed[waiter] = None
+                else:
+                    self._stale -= 1
 
     def _missing(self, deps: Mapping[str, int]) -> tuple[str, int] | None:
         """A dependency not applied here yet, or ``None`` when all are. A forgotten
@@ -336,6 +358,10 @@ class UpdateLog:
         if self.retired and seq > self.retired.get(origin, seq):
             self.refused_retired += 1
             return
+        if origin == self.own and not self.trusting:
+            # This replica makes all of its updates: one it has not made is forged.
+            self.false_claims += 1
+            return
         if not count and origin not in self.version:
             if origin in self.forgotten:
                 return  # all of it was applied before its entry was dropped
@@ -386,6 +412,8 @@ class UpdateLog:
         else:
             del self._buffer[origin]
             del self._origin_bytes[origin]
+            if self._waits.pop(origin, None) is not None:
+                self._stale += 1
 
     def _drop_buffer(self, origin: str) -> None:
         """Drop every buffered update of ``origin``."""
@@ -418,6 +446,8 @@ class UpdateLog:
         if entry is None:
             entry = _entry(update)
         apply(update, entry)
+        if update.origin not in self.version:
+            self._admitted(update.origin, update.seq)
         self.version[update.origin] = update.seq
         waiting = self._buffer.get(update.origin)
         if waiting is not None and update.seq in waiting:
@@ -507,6 +537,8 @@ class UpdateLog:
                 self.unverified[origin] = (min(lo, have), count)
             # The log cannot hold updates we only have as part of a state: it now
             # starts after them, and peers behind that point get a full state.
+            if origin not in self.version:
+                self._admitted(origin, count)
             self.version[origin] = count
             self.logs.setdefault(origin, []).clear()
             self.starts[origin] = count + 1

@@ -411,3 +411,33 @@ def test_a_real_file_size_limit_while_receiving(tmp_path: Path) -> None:
     assert lines[0] == f"refused {errno.EFBIG}"
     applied, made = int(lines[1].split()[1]), int(lines[1].split()[3])
     assert 0 < applied < made
+
+
+def test_updates_of_this_replicas_own_writer_id_it_never_made_are_dropped(
+    tmp_path: Path,
+) -> None:
+    a = Replica("a", path=str(tmp_path / "a"))
+    a.counter("c").increment()
+    a.merge(counter_update(a.writer_id, 2))
+    a.merge(counter_update(a.writer_id, 7))
+    assert a.version() == {a.writer_id: 1} and a.stats()["false_claims"] == 2
+    a.counter("c").increment()  # its own next update is still its seq 2
+    assert a.version() == {a.writer_id: 2} and a.counter("c").value == 2
+    a.close()
+    again = Replica("a", path=str(tmp_path / "a"))  # its own log replays, all of it
+    assert again.version() == {again.writer_id: 2} and again.counter("c").value == 2
+    again.close()
+
+
+def test_updates_waiting_for_a_writer_stop_waiting_once_it_can_no_longer_be_admitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(updatelog, "MAX_ORIGINS", 4)
+    c = Replica("c")
+    c.counter("n").increment()
+    c.merge(counter_update("b", 1))
+    c.merge(counter_update("b", 2, {"z": 1}))  # z is unknown, and there is room for it
+    assert c.stats()["buffered_updates"] == 1
+    c.merge(counter_update("m1", 1))
+    c.merge(counter_update("m2", 1))  # the table is full: z will never be admitted
+    assert c.version()["b"] == 2 and c.stats()["buffered_updates"] == 0
