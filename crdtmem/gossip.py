@@ -117,6 +117,10 @@ MAX_OPEN_PEERS: Final = 256
 # cap (:attr:`GossipConfig.unverified_ttl`): an honest address is dialled within a
 # probe or two, and answers on its first connection.
 UNVERIFIED_PEER_TTL: Final = 30.0
+# Unanswered addresses digested (so dialled) per round, in turn, besides the members'
+# usual fanout: dialling costs a socket, and made-up addresses must not crowd the
+# members' digests out of a round.
+MAX_PROBES_PER_ROUND: Final = 8
 # Silent peers are re-probed at most this often (or every interval, if that is longer):
 # a peer back from a partition waits no longer than this for its first digest.
 MAX_BACKOFF_FLOOR: Final = 8.0
@@ -345,8 +349,10 @@ class GossipNode:
         # Contained errors, per kind: (when last logged, not logged since).
         self._errors: dict[str, tuple[float, int]] = {}
         # Learned (not configured) addresses among the peers: bounded by
-        # MAX_PEERS_LEARNED.
+        # MAX_PEERS_LEARNED; those not answered yet, oldest first (the first evicted).
         self._learned: set[str] = set()
+        self._unanswered: dict[str, None] = {}
+        self._probe_round = 0
         self._warned_closed = False
         # Addresses of retired replicas: not learned again from peer lists (a peer that
         # has not heard of the retirement yet still names them), only by direct contact.
@@ -398,9 +404,12 @@ class GossipNode:
         It is also what makes a learned address a member: it answered (see
         UNVERIFIED_PEER_TTL)."""
         peer = self._learn(address)
-        if peer is None or self.left:
+        if peer is None:
             return []
         peer.verified = True
+        self._unanswered.pop(address, None)
+        if self.left:
+            return []
         # What was pushed before this connection was up was most likely dropped (ZeroMQ
         # drops frames for a peer with no connection): push from what it acknowledged.
         peer.sent = {}
@@ -418,20 +427,29 @@ class GossipNode:
             state = self.peers[address] = PeerState(address)
         state.configured = True
         self._learned.discard(address)
+        self._unanswered.pop(address, None)
         return state
 
     def _learn(self, address: str) -> PeerState | None:
-        """The peer at ``address``, added as learned (unverified) if new and the table
-        of learned addresses has room (MAX_PEERS_LEARNED); ``None`` otherwise."""
+        """The peer at ``address``, added as learned (unanswered) if new.
+
+        The table of learned addresses holds MAX_PEERS_LEARNED: when it is full, the
+        oldest address that has not answered yet makes room (an honest one answers on
+        its first connection, within a round trip, and is then kept); when every one
+        has answered, the new address is refused (``None``). Either way counted in
+        ``stats["peers_dropped"]``."""
         if address == self.address or not address:
             return None
         state = self.peers.get(address)
         if state is not None:
             return state
         if len(self._learned) >= MAX_PEERS_LEARNED:
-            self.stats["peers_dropped"] += 1  # refused: the table is full
-            return None
+            self.stats["peers_dropped"] += 1
+            if not self._unanswered:
+                return None  # refused: every learned address answered
+            self.remove_peer(next(iter(self._unanswered)))
         self._learned.add(address)
+        self._unanswered[address] = None
         state = self.peers[address] = PeerState(address)
         return state
 
@@ -439,6 +457,7 @@ class GossipNode:
         """Stop gossiping with ``address``."""
         self.peers.pop(address, None)
         self._learned.discard(address)
+        self._unanswered.pop(address, None)
 
     def retire(self, replica_id: str) -> None:
         """Declare that replica ``replica_id`` left the group for good: a name retires
@@ -577,15 +596,16 @@ class GossipNode:
         as members; this frees their entry in the bounded table)."""
         ttl = self.config.unverified_ttl
         dropped = 0
-        for peer in list(self.peers.values()):
-            if peer.counts:
-                continue
+        # (in case a caller edited `peers` directly)
+        self._learned &= self.peers.keys()
+        self._unanswered = {a: None for a in self._unanswered if a in self.peers}
+        for address in list(self._unanswered):
+            peer = self.peers[address]
             if peer.unverified_since is None:
                 peer.unverified_since = now
             elif now - peer.unverified_since > ttl:
-                self.remove_peer(peer.address)
+                self.remove_peer(address)
                 dropped += 1
-        self._learned &= self.peers.keys()  # (in case a caller edited `peers` directly)
         if dropped:
             self.stats["peers_dropped"] += dropped
             logger.info(
@@ -653,9 +673,10 @@ class GossipNode:
         directly (by their digests' peer lists; a peer whose list is not known yet is
         left to anti-entropy). Anything lost that way is repaired by the next digest."""
         ours = self.replica.version()
-        addresses = {p.replica_id: p.address for p in self.peers.values() if p.replica_id}
+        members = self._members_now()
+        addresses = {p.replica_id: p.address for p in members if p.replica_id}
         frames: list[Frame] = []
-        for peer in self.peers.values():
+        for peer in members:
             limit = self._silence_limit()
             if peer is sender or not peer.peers or not peer.counts or not peer.alive(now, limit):
                 continue
@@ -675,13 +696,16 @@ class GossipNode:
         return self.next_sync
 
     def _fanout(self) -> int:
-        """Peers digested per round: all of them up to 8, then about sqrt(n), in turn."""
-        return max(8, math.isqrt(len(self.peers) - 1) + 1) if self.peers else 0
+        """Members digested per round: all of them up to 8, then about sqrt(n), in
+        turn (unanswered addresses come on top, MAX_PROBES_PER_ROUND at most)."""
+        members = len(self.peers) - len(self._unanswered)
+        return max(8, math.isqrt(members - 1) + 1) if members > 0 else 0
 
     def _silence_limit(self) -> float:
-        """How long a live peer may stay silent: each hears from us every
-        ``peers / fanout`` rounds, and we from it."""
-        rounds = -(-len(self.peers) // max(1, self._fanout()))
+        """How long a live peer may stay silent: each member hears from us every
+        ``members / fanout`` rounds, and we from it."""
+        members = len(self.peers) - len(self._unanswered)
+        rounds = -(-members // max(1, self._fanout()))
         return max(self.dead_after, self.interval * rounds * 3)
 
     def stable_version(self) -> dict[str, int]:
@@ -746,12 +770,19 @@ class GossipNode:
         except ReplicaClosed as exc:  # digests still go out: they only read the replica
             self._replica_closed(exc)
         frames: list[Frame] = []
-        order = sorted(self.peers)
-        if not order:
-            return frames
-        start = self._round % len(order)
-        chosen = (order[start:] + order[:start])[: self._fanout()]
-        self._round += len(chosen)
+        chosen: list[str] = []
+        order = sorted(a for a, p in self.peers.items() if p.counts)
+        if order:
+            start = self._round % len(order)
+            chosen = (order[start:] + order[:start])[: self._fanout()]
+            self._round += len(chosen)
+        # Unanswered addresses, a few per round in turn: the digest dials them.
+        waiting = list(self._unanswered)
+        if waiting:
+            start = self._probe_round % len(waiting)
+            probes = (waiting[start:] + waiting[:start])[:MAX_PROBES_PER_ROUND]
+            self._probe_round += len(probes)
+            chosen += probes
         limit = self._silence_limit()
         for address in chosen:
             peer = self.peers[address]
@@ -852,12 +883,15 @@ class GossipNode:
             # A new life at the same address: whatever it had is gone, and so is the old
             # life's process (an address is bound by one process at a time).
             if name_of(peer.replica_id) == name_of(replica_id):
-                configured = peer.configured
+                configured, verified = peer.configured, peer.verified
                 self._retire_superseded([peer.replica_id])
                 self._gone_addresses.discard(sender)  # the address is the new life's
                 peer = self.add_peer(sender) if configured else self._learn(sender)
                 if peer is None:
                     return []
+                if verified:  # the address answered; only the process behind it changed
+                    peer.verified = True
+                    self._unanswered.pop(sender, None)
             peer.known, peer.sent = {}, {}
             peer.recent.clear()
             peer.report, peer.complete = None, None

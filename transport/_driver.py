@@ -40,9 +40,10 @@ not thread-safe); other threads only write to the replica or call :meth:`retire`
 :meth:`request_leave` here, which queue the request, and then wake the loop.
 
 Socket budget: at most :func:`socket_budget` DEALERs are open at once (the smaller of
-:data:`crdtmem.gossip.MAX_OPEN_PEERS`, a quarter of the process's file-descriptor soft
-limit and a quarter of the context's ZeroMQ socket limit: a DEALER costs three ZeroMQ
-sockets with its monitor, and file descriptors for each and for its connection). A DEALER
+:data:`crdtmem.gossip.MAX_OPEN_PEERS` and what fits in half the process's
+file-descriptor soft limit and half the context's ZeroMQ socket limit: a DEALER costs
+about four descriptors and three ZeroMQ sockets with its monitor; 128 with the usual
+limits of 1024 and 1023). A DEALER
 is opened only for a peer a frame is actually sent to; to open one past the budget, the
 least recently used is closed, a learned peer's before a configured one's. A socket
 that cannot be opened anyway (another part of the process used the descriptors) drops
@@ -101,10 +102,14 @@ STOP_FLUSH_SECONDS: Final = 1.0
 # tens of milliseconds of the connection, not at the next digest round.
 HANDSHAKE_POLL_SECONDS: Final = 0.02
 HANDSHAKE_WATCH_SECONDS: Final = 3.0
-# A driver's share of the process's file descriptors and of its context's ZeroMQ
-# sockets, for DEALERs: 1/4 of each (several drivers may share a process and a context,
-# and each DEALER costs several of both).
-SOCKET_SHARE: Final = 4
+# What one DEALER costs, measured: file descriptors (its mailbox, its monitor's two
+# PAIR sockets' mailboxes, and its TCP connection) and ZeroMQ sockets (itself and the
+# monitor's pair), each limited per process (RLIMIT_NOFILE) or per context (MAX_SOCKETS).
+DEALER_FDS: Final = 4
+DEALER_SOCKETS: Final = 3
+# The share of each limit a driver's DEALERs may take: half (the rest for the ROUTER,
+# the application, and other drivers in the process).
+SOCKET_SHARE: Final = 2
 # While the loop is dead, a local write logs an ERROR at most this often.
 DEAD_LOOP_LOG_SECONDS: Final = 10.0
 # Failures to open a socket are logged at most this often.
@@ -117,15 +122,16 @@ FAILED: Final = "failed"
 
 
 def socket_budget(context: zmq.Context[Any], configured: int = MAX_OPEN_PEERS) -> int:
-    """How many DEALERs a driver keeps open at once: ``configured``, lowered to a
-    SOCKET_SHARE-th of the process's file-descriptor soft limit (``RLIMIT_NOFILE``) and
-    of the context's ZeroMQ socket limit (``MAX_SOCKETS``); at least 1."""
+    """How many DEALERs a driver keeps open at once: ``configured``, lowered so that
+    they take at most a SOCKET_SHARE-th of the process's file-descriptor soft limit
+    (``RLIMIT_NOFILE``) and of the context's ZeroMQ socket limit (``MAX_SOCKETS``);
+    at least 1. With the defaults (1024 descriptors, 1023 sockets): 128."""
     budget = configured
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY:
-        budget = min(budget, soft // SOCKET_SHARE)
+        budget = min(budget, soft // SOCKET_SHARE // DEALER_FDS)
     with contextlib.suppress(zmq.ZMQError):
-        budget = min(budget, context.get(zmq.MAX_SOCKETS) // SOCKET_SHARE)
+        budget = min(budget, context.get(zmq.MAX_SOCKETS) // SOCKET_SHARE // DEALER_SOCKETS)
     return max(1, budget)
 
 
