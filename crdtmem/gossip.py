@@ -47,6 +47,18 @@ connection come up calls :meth:`GossipNode.peer_connected`, which does the same;
 write made before any connection existed reaches a peer about one interval after the
 connection is up, whatever the probing backoff.
 
+Hostile or broken peers (what one frame can do): whatever handling a frame raises is
+contained, counted (``stats``: ``rejected_frames``, ``handler_errors``,
+``unpersisted``, ``replica_closed``) and logged, rate-limited; the node goes on. A frame
+whose version claims more of this replica's own updates than it made is not believed
+(``false_claims``): the peer gets this replica's updates again. Membership is earned:
+an address learned from a digest or from a frame's claimed sender counts as a member
+(causal stability, log trimming, the members digest, leaving, the peer lists sent on)
+only once a connection to it came up (:meth:`GossipNode.peer_connected`); until then it
+gets digests only (a few per round, MAX_PROBES_PER_ROUND), and unanswered past
+:attr:`GossipConfig.unverified_ttl` it is dropped. Learned addresses are bounded
+(MAX_PEERS_LEARNED), configured ones are not.
+
 Duplicates: two live processes under one replica name write under distinct writer ids
 (``NAME~TOKEN``, :mod:`crdtmem.identity`). A node that hears, at another address, a live
 writer id of its own name, or two live writer ids of one name at two addresses, logs a
@@ -964,7 +976,10 @@ class GossipNode:
             return version
         self.stats["false_claims"] += 1
         self._log_rejected(
-            peer.address, f"it claims {claimed} updates of this replica, more than it made", now
+            peer.address,
+            f"it claims {claimed} updates of this replica, more than it made; resending",
+            now,
+            what="ignored a false claim",
         )
         peer.known.pop(own, None)
         peer.sent.pop(own, None)
@@ -1027,7 +1042,13 @@ class GossipNode:
             )
 
     def _log_rejected(
-        self, sender: str, reason: object, now: float, *, data: bytes | None = None
+        self,
+        sender: str,
+        reason: object,
+        now: float,
+        *,
+        data: bytes | None = None,
+        what: str = "rejected a frame",
     ) -> None:
         """Log a rejected frame, at most once per sender per REJECT_LOG_SECONDS with
         the count of those not logged in between; the reason (e.g. which side to
@@ -1056,9 +1077,7 @@ class GossipNode:
         if key == _OTHER_SENDERS:
             who = f"{who} (one of many senders)"
         more = f" ({suppressed} more rejected since the last line)" if suppressed else ""
-        logger.warning(
-            "%s: rejected a frame from %s: %s%s", self.address, who, _cut(str(reason)), more
-        )
+        logger.warning("%s: %s from %s: %s%s", self.address, what, who, _cut(str(reason)), more)
 
     def _log_error(self, exc: BaseException, now: float, counter: str) -> None:
         """Log an exception contained while handling a frame: with its traceback the
