@@ -1073,7 +1073,9 @@ class GossipNode:
         self._rejects[key] = (now, 0)
         who = _cut(sender)
         if data is not None and sender.startswith("connection "):
-            who = f"{who} (claiming {_cut(_claimed_sender(data))})"
+            claimed = _claimed_sender(data)
+            if claimed != "?":
+                who = f"{who} (claiming to be {_cut(claimed)})"
         if key == _OTHER_SENDERS:
             who = f"{who} (one of many senders)"
         more = f" ({suppressed} more rejected since the last line)" if suppressed else ""

@@ -414,6 +414,8 @@ async def test_async_pair_survives_garbage_a_flood_of_addresses_and_a_ghost() ->
         assert await until(_collected(a, b), 60)
         assert ga.stats["open_peers"] <= 8
         assert ga.health == "running" and ga.stats["healthy"] == 1
+        node = ga.node
+        assert node is not None and GHOST in node.peers and not node.peers[GHOST].counts
     assert ga.health == "stopped"
 
 
