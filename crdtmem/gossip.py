@@ -113,8 +113,9 @@ MAX_ADDRESS_LENGTH: Final = 256
 # Addresses one digest may name, and learned addresses (from digests, or claimed by the
 # senders of frames) a node holds at once: any frame can name made-up ones, and each
 # costs a table entry and, once dialled, a socket. Configured peers (the ``peers``
-# argument, :meth:`GossipNode.add_peer`) are not counted. Past it, a new address is
-# refused (``stats["peers_dropped"]``) until an unanswered one is dropped.
+# argument, :meth:`GossipNode.add_peer`) are not counted. Past it, the oldest address
+# not answered yet makes room, or, when all have answered, the new one is refused
+# (either way ``stats["peers_dropped"]``).
 MAX_PEERS_LEARNED: Final = 1024
 # Outbound connections (DEALER sockets) a driver keeps open at once, at most: each
 # costs file descriptors and ZeroMQ sockets, both limited per process. Drivers lower it

@@ -363,10 +363,16 @@ def _write_and_delete(r: Replica, n: int) -> None:
 
 
 def _collected(*replicas: Replica) -> Callable[[], bool]:
-    return lambda: (
-        all(r.stats()["list_tombstones"] == 0 for r in replicas)
-        and (len({str(r.version()) for r in replicas}) == 1)
-    )
+    """Converged, deleted list elements collected and the update logs trimmed: what a
+    member that never answers would hold back for good."""
+
+    def done() -> bool:
+        stats = [r.stats() for r in replicas]
+        return len({str(r.version()) for r in replicas}) == 1 and all(
+            s["list_tombstones"] == 0 and s["log_entries"] == 0 for s in stats
+        )
+
+    return done
 
 
 def test_threaded_pair_survives_garbage_a_flood_of_addresses_and_a_ghost() -> None:
