@@ -388,6 +388,7 @@ class GossipNode:
             "false_claims": 0,
             "peers_dropped": 0,
             "unpersisted": 0,
+            "maintenance_errors": 0,
         }
         for peer in peers:
             self.add_peer(peer)
@@ -782,6 +783,12 @@ class GossipNode:
                     self._forget_retired(stable)
         except ReplicaClosed as exc:  # digests still go out: they only read the replica
             self._replica_closed(exc)
+        except Exception as exc:
+            # Trimming and collection only save memory; they can fail on a full disk
+            # (retirements and forgetting are stored). Counted and logged, rate-limited,
+            # and tried again next round; digests still go out.
+            self.stats["maintenance_errors"] += 1
+            self._log_error(exc, now, "maintenance_errors", "in the periodic maintenance")
         frames: list[Frame] = []
         chosen: list[str] = []
         order = sorted(a for a, p in self.peers.items() if p.counts)
@@ -1082,7 +1089,9 @@ class GossipNode:
         more = f" ({suppressed} more rejected since the last line)" if suppressed else ""
         logger.warning("%s: %s from %s: %s%s", self.address, what, who, _cut(str(reason)), more)
 
-    def _log_error(self, exc: BaseException, now: float, counter: str) -> None:
+    def _log_error(
+        self, exc: BaseException, now: float, counter: str, where: str = "while handling a frame"
+    ) -> None:
         """Log an exception contained while handling a frame: with its traceback the
         first time for its kind, then at most once per kind per REJECT_LOG_SECONDS
         with the count of those not logged (at most MAX_LOGGED_ERRORS kinds apart)."""
@@ -1097,9 +1106,10 @@ class GossipNode:
         self._errors[kind] = (now, 0)
         more = f" ({suppressed} more since the last line)" if suppressed else ""
         logger.error(
-            "%s: %s while handling a frame, contained (counted in stats[%r]): %s%s",
+            "%s: %s %s, contained (counted in stats[%r]): %s%s",
             self.address,
             type(exc).__name__,
+            where,
             counter,
             _cut(str(exc)),
             more,

@@ -156,6 +156,21 @@ def test_an_error_outside_the_merge_is_contained_too() -> None:
     assert b.stats["handler_errors"] == 1
 
 
+def test_a_failing_maintenance_round_is_contained_and_digests_still_go_out() -> None:
+    a = GossipNode(Replica("a"), "A", peers=["B"])
+
+    def full(stable: object) -> int:
+        raise StorageError("no space left on device")
+
+    a.replica.compact_log = full  # type: ignore[method-assign]
+    with captured("crdtmem.gossip") as log:
+        for i in range(3):
+            frames = a.tick(float(i))
+            assert [f.peer for f in frames] == ["B"]  # the digest
+    assert a.stats["maintenance_errors"] == 3
+    assert len(log.records) == 1 and log.records[0].exc_info is not None
+
+
 def test_200000_garbage_frames_write_a_bounded_log() -> None:
     node = GossipNode(Replica("a"), "A", peers=["B"])
     made_up = [frame(99, f"tcp://10.0.{i // 256}.{i % 256}:1", "x", {}, None) for i in range(4096)]
