@@ -297,6 +297,12 @@ def test_one_ack_from_a_made_up_address_does_not_stop_collection_in_the_simulato
     assert GHOST not in net.nodes["n1"].gossip.peers  # never spread
     net.run_for(n0.config.unverified_ttl + 5)
     assert GHOST not in n0.peers and n0.stats["peers_dropped"] >= 1
+    # Nor does a restart make it a member (the restarted node is configured with its
+    # members only).
+    n0.receive(frame(ACK, GHOST, "ghost", {}, None), net.now)
+    net.crash("n0")
+    net.restart("n0", durable=False)
+    assert GHOST not in net.nodes["n0"].gossip.peers
 
 
 def test_peers_learned_through_a_seed_answer_and_join_fast_in_the_simulator() -> None:

@@ -229,7 +229,9 @@ class SimNetwork:
             if node.path is not None:
                 node.replica.close()  # (its folder is not reopened: memory only now)
             node.replica = self._replica(replica_id, None, node.clock_skew)
-        peers = list(node.gossip.peers)
+        # Its members, as a restarted agent's configuration would list them (an address
+        # that never answered is not one).
+        peers = [a for a, p in node.gossip.peers.items() if p.counts]
         node.gossip = self._gossip(node.replica, name, peers)
         node.up = True
         self._schedule(self.now, "tick", name)
