@@ -47,6 +47,18 @@ connection come up calls :meth:`GossipNode.peer_connected`, which does the same;
 write made before any connection existed reaches a peer about one interval after the
 connection is up, whatever the probing backoff.
 
+Hostile or broken peers (what one frame can do): whatever handling a frame raises is
+contained, counted (``stats``: ``rejected_frames``, ``handler_errors``,
+``unpersisted``, ``replica_closed``) and logged, rate-limited; the node goes on. A frame
+whose version claims more of this replica's own updates than it made is not believed
+(``false_claims``): the peer gets this replica's updates again. Membership is earned:
+an address learned from a digest or from a frame's claimed sender counts as a member
+(causal stability, log trimming, the members digest, leaving, the peer lists sent on)
+only once a connection to it came up (:meth:`GossipNode.peer_connected`); until then it
+gets digests only (a few per round, MAX_PROBES_PER_ROUND), and unanswered past
+:attr:`GossipConfig.unverified_ttl` it is dropped. Learned addresses are bounded
+(MAX_PEERS_LEARNED), configured ones are not.
+
 Duplicates: two live processes under one replica name write under distinct writer ids
 (``NAME~TOKEN``, :mod:`crdtmem.identity`). A node that hears, at another address, a live
 writer id of its own name, or two live writer ids of one name at two addresses, logs a
@@ -98,15 +110,49 @@ DEFAULT_CHUNK_BYTES: Final = 1024 * 1024
 # node catching up a peer never stalls its own loop for long.
 MAX_CHUNKS_PER_FLUSH: Final = 16
 MAX_ADDRESS_LENGTH: Final = 256
+# Addresses one digest may name, and learned addresses (from digests, or claimed by the
+# senders of frames) a node holds at once: any frame can name made-up ones, and each
+# costs a table entry and, once dialled, a socket. Configured peers (the ``peers``
+# argument, :meth:`GossipNode.add_peer`) are not counted. Past it, the oldest address
+# not answered yet makes room, or, when all have answered, the new one is refused
+# (either way ``stats["peers_dropped"]``).
 MAX_PEERS_LEARNED: Final = 1024
+# Outbound connections (DEALER sockets) a driver keeps open at once, at most: each
+# costs file descriptors and ZeroMQ sockets, both limited per process. Drivers lower it
+# to what the process's limits allow (``transport._driver.socket_budget``) and close
+# the least recently used idle one to dial another.
+MAX_OPEN_PEERS: Final = 256
+# Seconds a learned address may stay unanswered (no connection to it ever came up:
+# :meth:`GossipNode.peer_connected`) before it is dropped. Until it answers it never
+# counts as a member (causal stability, log trimming, the members digest, leaving), so
+# one made-up address cannot switch bounded memory off; the drop only frees its entry.
+# The TTL used is the largest of this, 4 x ``dead_after`` and 4 x the probing backoff
+# cap (:attr:`GossipConfig.unverified_ttl`): an honest address is dialled within a
+# probe or two, and answers on its first connection.
+UNVERIFIED_PEER_TTL: Final = 30.0
+# Unanswered addresses digested (so dialled) per round, in turn, besides the members'
+# usual fanout: dialling costs a socket, and made-up addresses must not crowd the
+# members' digests out of a round.
+MAX_PROBES_PER_ROUND: Final = 8
 # Silent peers are re-probed at most this often (or every interval, if that is longer):
 # a peer back from a partition waits no longer than this for its first digest.
 MAX_BACKOFF_FLOOR: Final = 8.0
 # How long a leaving node waits, by default, for its peers to acknowledge its updates.
 LEAVE_TIMEOUT: Final = 5.0
 # Rejected frames are logged at most once per sender per this many seconds (a flood of
-# garbage must not flood the log); the next line says how many were not logged.
+# garbage must not flood the log); the next line says how many were not logged. So are
+# contained errors, per kind of exception.
 REJECT_LOG_SECONDS: Final = 10.0
+# Senders (claimed addresses, or connections) whose rejected frames are rate-limited
+# one by one; past it, the others share one line per REJECT_LOG_SECONDS. Bounds both
+# the table and the log: at most MAX_LOGGED_SENDERS + 1 lines per REJECT_LOG_SECONDS.
+MAX_LOGGED_SENDERS: Final = 64
+# Kinds of exception rate-limited one by one (the rest share one entry), for the same
+# reason.
+MAX_LOGGED_ERRORS: Final = 32
+# A rejection's reason and a sender are cut to this many characters in the log: both
+# may come from the frame.
+MAX_LOGGED_CHARS: Final = 200
 # Recent pushes remembered per peer (a bound for a writer faster than the interval).
 MAX_RECENT_PUSHES: Final = 4096
 
@@ -145,6 +191,13 @@ class GossipConfig:
             raise ValueError("interval, dead_after, chunk_bytes > 0 and max_backoff >= interval")
         if self.retire_after is not None and self.retire_after < self.dead_after:
             raise ValueError("retire_after must be at least dead_after")
+
+    @property
+    def unverified_ttl(self) -> float:
+        """Seconds a learned address may stay unanswered before it is dropped (see
+        UNVERIFIED_PEER_TTL): the largest of that, 4 x ``dead_after`` and 4 x
+        :attr:`backoff_cap`."""
+        return max(UNVERIFIED_PEER_TTL, 4 * self.dead_after, 4 * self.backoff_cap)
 
     @property
     def backoff_cap(self) -> float:
@@ -218,8 +271,22 @@ class PeerState:
     # Retired replicas as its last digest had them: their bars.
     retired: dict[str, int] = field(default_factory=dict)
 
+    # Configured (the node's ``peers``, :meth:`GossipNode.add_peer`): trusted, kept,
+    # counted as a member from the start. Otherwise learned, from a digest or a frame's
+    # claimed sender: counted only once verified, i.e. once a connection to the address
+    # came up (:meth:`GossipNode.peer_connected`); dropped if that never happens.
+    configured: bool = False
+    verified: bool = False
+    # When a tick first saw it unverified (the unanswered-address clock).
+    unverified_since: float | None = None
+
     def alive(self, now: float, dead_after: float) -> bool:
         return self.last_heard is not None and now - self.last_heard <= dead_after
+
+    @property
+    def counts(self) -> bool:
+        """Whether it is a member: configured, or a learned address that answered."""
+        return self.configured or self.verified
 
 
 @final
@@ -289,8 +356,16 @@ class GossipNode:
         self._warned: set[str] = set()
         # Duplicate writer ids already warned about: (writer id, address).
         self._duplicates: set[tuple[str, str]] = set()
-        # Rejected-frame logging, per sender: (when last logged, frames not logged since).
+        # Rejected-frame logging, per sender: (when last logged, frames not logged since);
+        # at most MAX_LOGGED_SENDERS entries, then one shared entry (_OTHER_SENDERS).
         self._rejects: dict[str, tuple[float, int]] = {}
+        # Contained errors, per kind: (when last logged, not logged since).
+        self._errors: dict[str, tuple[float, int]] = {}
+        # Learned (not configured) addresses among the peers: bounded by
+        # MAX_PEERS_LEARNED; those not answered yet, oldest first (the first evicted).
+        self._learned: set[str] = set()
+        self._unanswered: dict[str, None] = {}
+        self._probe_round = 0
         self._warned_closed = False
         # Addresses of retired replicas: not learned again from peer lists (a peer that
         # has not heard of the retirement yet still names them), only by direct contact.
@@ -309,6 +384,11 @@ class GossipNode:
             "collected": 0,
             "replica_closed": 0,
             "duplicate_ids": 0,
+            "handler_errors": 0,
+            "false_claims": 0,
+            "peers_dropped": 0,
+            "unpersisted": 0,
+            "maintenance_errors": 0,
         }
         for peer in peers:
             self.add_peer(peer)
@@ -333,9 +413,16 @@ class GossipNode:
     def peer_connected(self, address: str, now: float) -> list[Frame]:
         """A driver saw a connection to ``address`` come up: push what the peer is not
         known to have and send it a digest now, instead of waiting for the next round
-        (or the probing backoff) while a write made before the connection waits."""
-        peer = self.add_peer(address)
-        if peer is None or self.left:
+        (or the probing backoff) while a write made before the connection waits.
+
+        It is also what makes a learned address a member: it answered (see
+        UNVERIFIED_PEER_TTL)."""
+        peer = self._learn(address)
+        if peer is None:
+            return []
+        peer.verified = True
+        self._unanswered.pop(address, None)
+        if self.left:
             return []
         # What was pushed before this connection was up was most likely dropped (ZeroMQ
         # drops frames for a peer with no connection): push from what it acknowledged.
@@ -344,17 +431,47 @@ class GossipNode:
         return [*self._push(peer, now), self._frame(peer, SYNC)]
 
     def add_peer(self, address: str) -> PeerState | None:
-        """Start gossiping with ``address`` (no-op for this node or a known peer)."""
+        """Start gossiping with ``address``, a configured peer: trusted, counted as a
+        member from the start, and never dropped (no-op for this node's own address; a
+        learned one becomes configured)."""
         if address == self.address or not address:
             return None
         state = self.peers.get(address)
-        if state is None and len(self.peers) < MAX_PEERS_LEARNED:
+        if state is None:
             state = self.peers[address] = PeerState(address)
+        state.configured = True
+        self._learned.discard(address)
+        self._unanswered.pop(address, None)
+        return state
+
+    def _learn(self, address: str) -> PeerState | None:
+        """The peer at ``address``, added as learned (unanswered) if new.
+
+        The table of learned addresses holds MAX_PEERS_LEARNED: when it is full, the
+        oldest address that has not answered yet makes room (an honest one answers on
+        its first connection, within a round trip, and is then kept); when every one
+        has answered, the new address is refused (``None``). Either way counted in
+        ``stats["peers_dropped"]``."""
+        if address == self.address or not address:
+            return None
+        state = self.peers.get(address)
+        if state is not None:
+            return state
+        if len(self._learned) >= MAX_PEERS_LEARNED:
+            self.stats["peers_dropped"] += 1
+            if not self._unanswered:
+                return None  # refused: every learned address answered
+            self.remove_peer(next(iter(self._unanswered)))
+        self._learned.add(address)
+        self._unanswered[address] = None
+        state = self.peers[address] = PeerState(address)
         return state
 
     def remove_peer(self, address: str) -> None:
         """Stop gossiping with ``address``."""
         self.peers.pop(address, None)
+        self._learned.discard(address)
+        self._unanswered.pop(address, None)
 
     def retire(self, replica_id: str) -> None:
         """Declare that replica ``replica_id`` left the group for good: a name retires
@@ -401,7 +518,7 @@ class GossipNode:
         a node waits for before it leaves; a peer never heard from has not)."""
         own = self._own_writer()
         count = self.replica.version().get(own, 0)
-        return all(p.known.get(own, 0) >= count for p in self.peers.values())
+        return all(p.known.get(own, 0) >= count for p in self.peers.values() if p.counts)
 
     # --- leaving: the policy every driver and the simulator follow --------------------
     #
@@ -460,7 +577,7 @@ class GossipNode:
         # The bar: the highest any member had applied when it learned of the retirement.
         self.retired[replica_id] = self.replica.retire(replica_id, bar)
         for address in [a for a, p in self.peers.items() if p.replica_id == replica_id]:
-            del self.peers[address]
+            self.remove_peer(address)
             self._gone_addresses.add(address)
 
     def _retire_silent(self, now: float, retire_after: float) -> None:
@@ -481,8 +598,36 @@ class GossipNode:
                 continue  # this node left: nothing to forget
             if forgotten.get(replica_id, (0, False))[1] or stable.get(replica_id, 0) < bar:
                 continue
-            if all(peer.retired.get(replica_id) == bar for peer in self.peers.values()):
+            if all(peer.retired.get(replica_id) == bar for peer in self._members_now()):
                 self.replica.forget(replica_id)
+
+    def _members_now(self) -> list[PeerState]:
+        """The peers that count as members (configured, or learned and answered)."""
+        return [peer for peer in self.peers.values() if peer.counts]
+
+    def _drop_unanswered(self, now: float) -> None:
+        """Drop learned addresses unanswered for longer than the TTL (they never counted
+        as members; this frees their entry in the bounded table)."""
+        ttl = self.config.unverified_ttl
+        dropped = 0
+        # (in case a caller edited `peers` directly)
+        self._learned &= self.peers.keys()
+        self._unanswered = {a: None for a in self._unanswered if a in self.peers}
+        for address in list(self._unanswered):
+            peer = self.peers[address]
+            if peer.unverified_since is None:
+                peer.unverified_since = now
+            elif now - peer.unverified_since > ttl:
+                self.remove_peer(address)
+                dropped += 1
+        if dropped:
+            self.stats["peers_dropped"] += dropped
+            logger.info(
+                "%s: dropped %d learned address(es) that never answered in %.0f s",
+                self.address,
+                dropped,
+                ttl,
+            )
 
     # --- outgoing ---------------------------------------------------------------------
 
@@ -492,7 +637,8 @@ class GossipNode:
             # The peer list rides along only when it changed for this peer: at 64 nodes
             # it would be most of every digest.
             # It is resent every 8th digest too, in case the one that carried it was lost.
-            current = frozenset(p for p in self.peers if p != peer.address)
+            # Only members: an address that never answered is not spread further.
+            current = frozenset(a for a, p in self.peers.items() if p.counts and a != peer.address)
             fresh = current != peer.told or peer.digests % 8 == 0
             retired = [[r, bar] for r, bar in sorted(self.retired.items())]
             forgotten = [r for r, (_, gone) in self.replica.retired().items() if gone]
@@ -508,6 +654,10 @@ class GossipNode:
 
     def _push(self, peer: PeerState, now: float, skip: dict[str, int] | None = None) -> list[Frame]:
         frames: list[Frame] = []
+        if not peer.counts:
+            # Not yet answered: a digest dials it; pushes wait for the connection
+            # (peer_connected), so a made-up address costs no state chunks.
+            return frames
         ours = self.replica.version()
         for _ in range(MAX_CHUNKS_PER_FLUSH):
             base = join_vectors(peer.known, peer.sent, skip or {})
@@ -537,11 +687,12 @@ class GossipNode:
         directly (by their digests' peer lists; a peer whose list is not known yet is
         left to anti-entropy). Anything lost that way is repaired by the next digest."""
         ours = self.replica.version()
-        addresses = {p.replica_id: p.address for p in self.peers.values() if p.replica_id}
+        members = self._members_now()
+        addresses = {p.replica_id: p.address for p in members if p.replica_id}
         frames: list[Frame] = []
-        for peer in self.peers.values():
+        for peer in members:
             limit = self._silence_limit()
-            if peer is sender or not peer.peers or not peer.alive(now, limit):
+            if peer is sender or not peer.peers or not peer.counts or not peer.alive(now, limit):
                 continue
             skip = {
                 origin: count
@@ -559,13 +710,16 @@ class GossipNode:
         return self.next_sync
 
     def _fanout(self) -> int:
-        """Peers digested per round: all of them up to 8, then about sqrt(n), in turn."""
-        return max(8, math.isqrt(len(self.peers) - 1) + 1) if self.peers else 0
+        """Members digested per round: all of them up to 8, then about sqrt(n), in
+        turn (unanswered addresses come on top, MAX_PROBES_PER_ROUND at most)."""
+        members = len(self.peers) - len(self._unanswered)
+        return max(8, math.isqrt(members - 1) + 1) if members > 0 else 0
 
     def _silence_limit(self) -> float:
-        """How long a live peer may stay silent: each hears from us every
-        ``peers / fanout`` rounds, and we from it."""
-        rounds = -(-len(self.peers) // max(1, self._fanout()))
+        """How long a live peer may stay silent: each member hears from us every
+        ``members / fanout`` rounds, and we from it."""
+        members = len(self.peers) - len(self._unanswered)
+        rounds = -(-members // max(1, self._fanout()))
         return max(self.dead_after, self.interval * rounds * 3)
 
     def stable_version(self) -> dict[str, int]:
@@ -575,15 +729,16 @@ class GossipNode:
         A peer that has not answered yet holds trimming back, so that a slow start does
         not cost it a full state; a peer gone for good should be removed
         (:meth:`remove_peer`), or it holds the log forever."""
-        if not self.peers:
+        members = self._members_now()
+        if not members:
             return {}
-        return meet_vectors(self.replica.version(), [p.known for p in self.peers.values()])
+        return meet_vectors(self.replica.version(), [p.known for p in members])
 
     def _members(self) -> bytes:
         """A digest of the replica ids this node counts as members: its own and its
         peers'. Reports made under another membership do not count towards stability."""
         ids = {self._own_writer()}
-        ids.update(p.replica_id or f"?{p.address}" for p in self.peers.values())
+        ids.update(p.replica_id or f"?{p.address}" for p in self._members_now())
         return hashlib.blake2b("\0".join(sorted(ids)).encode(), digest_size=8).digest()
 
     def causally_stable(self) -> dict[str, int] | None:
@@ -601,7 +756,7 @@ class GossipNode:
         have = {r: bar for r, (bar, gone) in self.replica.retired().items() if gone} | ours
         members = self._members()
         reports: list[dict[str, int]] = []
-        for peer in self.peers.values():
+        for peer in self._members_now():
             report = peer.report
             if report is not None and peer.report_members == members and dominates(have, report):
                 peer.complete = report
@@ -616,6 +771,7 @@ class GossipNode:
         if now < self.next_sync:
             return []
         self.next_sync = now + self.interval
+        self._drop_unanswered(now)
         try:
             if self.retire_after is not None:
                 self._retire_silent(now, self.retire_after)
@@ -627,13 +783,26 @@ class GossipNode:
                     self._forget_retired(stable)
         except ReplicaClosed as exc:  # digests still go out: they only read the replica
             self._replica_closed(exc)
+        except Exception as exc:
+            # Trimming and collection only save memory; they can fail on a full disk
+            # (retirements and forgetting are stored). Counted and logged, rate-limited,
+            # and tried again next round; digests still go out.
+            self.stats["maintenance_errors"] += 1
+            self._log_error(exc, now, "maintenance_errors", "in the periodic maintenance")
         frames: list[Frame] = []
-        order = sorted(self.peers)
-        if not order:
-            return frames
-        start = self._round % len(order)
-        chosen = (order[start:] + order[:start])[: self._fanout()]
-        self._round += len(chosen)
+        chosen: list[str] = []
+        order = sorted(a for a, p in self.peers.items() if p.counts)
+        if order:
+            start = self._round % len(order)
+            chosen = (order[start:] + order[:start])[: self._fanout()]
+            self._round += len(chosen)
+        # Unanswered addresses, a few per round in turn: the digest dials them.
+        waiting = list(self._unanswered)
+        if waiting:
+            start = self._probe_round % len(waiting)
+            probes = (waiting[start:] + waiting[:start])[:MAX_PROBES_PER_ROUND]
+            self._probe_round += len(probes)
+            chosen += probes
         limit = self._silence_limit()
         for address in chosen:
             peer = self.peers[address]
@@ -651,29 +820,45 @@ class GossipNode:
     # --- incoming ---------------------------------------------------------------------
 
     def receive_message(self, parts: list[bytes], now: float) -> list[Frame]:
-        """Handle one message of a ROUTER socket (the sender's identity, then the
-        frame); anything else is dropped, counted and logged."""
+        """Handle one message of a ROUTER socket (the sender's routing identity, then
+        the frame); anything else is dropped, counted and logged (rate-limited per
+        connection). The routing identity names the connection in the log only: it is
+        how undecodable frames are told apart."""
         if len(parts) != 2:
+            self.stats["frames_in"] += 1
             self.stats["rejected_frames"] += 1
-            logger.warning("%s: dropped a frame of %d parts", self.address, len(parts))
+            where = _connection_name(parts[0]) if parts else "?"
+            self._log_rejected(where, f"dropped a frame of {len(parts)} parts", now)
             return []
-        return self.receive(parts[1], now)
+        return self.receive(parts[1], now, connection=parts[0])
 
-    def receive(self, data: bytes, now: float) -> list[Frame]:
+    def receive(self, data: bytes, now: float, *, connection: bytes | None = None) -> list[Frame]:
         """Handle one frame from a peer; return the frames to send in answer.
 
-        Garbage is rejected, counted and logged, never raised: one bad peer must not
-        stop a node from serving the others. A replica closed under a running node
-        (:class:`~crdtmem.ReplicaClosed`) is counted too (``stats["replica_closed"]``,
-        logged once): the frame is not applied nor acknowledged, and the node goes on.
+        A node never dies of its input: whatever handling one frame raises is
+        contained, counted and logged (rate-limited), and the node goes on. Garbage is
+        rejected (``stats["rejected_frames"]``); a replica closed under a running node
+        (:class:`~crdtmem.ReplicaClosed`) is counted in ``stats["replica_closed"]``
+        (logged once): the frame is not applied nor acknowledged; updates that could not
+        be stored (:class:`~crdtmem.StorageError` or ``OSError`` from the merge, e.g. a
+        full disk) in ``stats["unpersisted"]``: the node acknowledges only what it
+        holds, so the peer resends the rest later; any other exception in
+        ``stats["handler_errors"]``, logged with its traceback the first time per kind.
+
+        ``connection``: the transport's name for the connection the frame came on (a
+        ROUTER routing identity), for the log only: rejected frames that do not say who
+        sent them are rate-limited per connection.
         """
         self.stats["frames_in"] += 1
         self.stats["bytes_in"] += len(data)
         try:
-            return self._receive(data, now)
+            return self._receive(data, now, connection)
         except ReplicaClosed as exc:
             self._replica_closed(exc)
-            return []
+        except Exception as exc:  # contained: one frame must not stop a node
+            self.stats["handler_errors"] += 1
+            self._log_error(exc, now, "handler_errors")
+        return []
 
     def _replica_closed(self, exc: ReplicaClosed) -> None:
         self.stats["replica_closed"] += 1
@@ -686,16 +871,17 @@ class GossipNode:
                 exc,
             )
 
-    def _receive(self, data: bytes, now: float) -> list[Frame]:
+    def _receive(self, data: bytes, now: float, connection: bytes | None) -> list[Frame]:
         try:
             kind, sender, replica_id, version, extra = _decode_frame(data)
             if sender == self.address:
                 raise DecodeError("frame claims to come from this node's own address")
             if kind == PUSH:
-                self.replica.merge(as_bytes(extra, "push payload"))
+                self._merge(as_bytes(extra, "push payload"), now)
         except DecodeError as exc:
             self.stats["rejected_frames"] += 1
-            self._log_rejected(_claimed_sender(data), exc, now)
+            where = _connection_name(connection) if connection is not None else None
+            self._log_rejected(where or _claimed_sender(data), exc, now, data=data)
             return []
         if replica_id in self.retired:
             self.stats["refused_retired"] += 1
@@ -706,9 +892,10 @@ class GossipNode:
                 )
             return []
         self._gone_addresses.discard(sender)  # a new replica at a retired one's address
-        peer = self.add_peer(sender)  # only a sender whose frame was valid
+        peer = self._learn(sender)  # only a sender whose frame was valid
         if peer is None:
             return []
+        version = self._check_claims(peer, version, now)
         # First contact, or back after a silence: answer at once (push and digest), so
         # what was written before the connection existed does not wait for a round.
         first = not peer.alive(now, self._silence_limit())
@@ -716,11 +903,15 @@ class GossipNode:
             # A new life at the same address: whatever it had is gone, and so is the old
             # life's process (an address is bound by one process at a time).
             if name_of(peer.replica_id) == name_of(replica_id):
+                configured, verified = peer.configured, peer.verified
                 self._retire_superseded([peer.replica_id])
                 self._gone_addresses.discard(sender)  # the address is the new life's
-                peer = self.add_peer(sender)
+                peer = self.add_peer(sender) if configured else self._learn(sender)
                 if peer is None:
                     return []
+                if verified:  # the address answered; only the process behind it changed
+                    peer.verified = True
+                    self._unanswered.pop(sender, None)
             peer.known, peer.sent = {}, {}
             peer.recent.clear()
             peer.report, peer.complete = None, None
@@ -750,7 +941,7 @@ class GossipNode:
                 if self.learn_peers:
                     for address in addresses:
                         if address not in self._gone_addresses:
-                            self.add_peer(address)
+                            self._learn(address)
             # What a peer acknowledged it keeps (a durable replica restarts with it; one
             # that lost its memory comes back under a new replica id, handled above),
             # so a digest only adds to `known`: one overtaken by a newer ACK must not
@@ -769,6 +960,40 @@ class GossipNode:
         if first:
             frames += [*self._push(peer, now), self._frame(peer, SYNC)]
         return frames
+
+    def _merge(self, payload: bytes, now: float) -> None:
+        """Merge a push; what could not be stored is counted and logged, not raised: the
+        replica applied only what it stored, so the ACK and the next digest show what
+        it still lacks, and the peer resends that later (when space has returned)."""
+        try:
+            self.replica.merge(payload)
+        except OSError as exc:  # StorageError too; e.g. a full disk
+            self.stats["unpersisted"] += 1
+            self.stats["handler_errors"] += 1
+            self._log_error(exc, now, "unpersisted")
+
+    def _check_claims(self, peer: PeerState, version: dict[str, int], now: float) -> dict[str, int]:
+        """Claims are not facts: a frame whose version claims more of this replica's
+        own updates than it made lies (or its sender was fed a lie). The claim is
+        ignored, counted (``stats["false_claims"]``), and what the peer has of this
+        replica is taken as unknown: the next push resends this replica's own updates
+        from the start of its log (or a full state), which the peer applies again."""
+        own = self._own_writer()
+        claimed = version.get(own, 0)
+        if claimed <= self.replica.version().get(own, 0):
+            return version
+        self.stats["false_claims"] += 1
+        self._log_rejected(
+            peer.address,
+            f"it claims {claimed} updates of this replica, more than it made; resending",
+            now,
+            what="ignored a false claim",
+        )
+        peer.known.pop(own, None)
+        peer.sent.pop(own, None)
+        for _, covered in peer.recent:
+            covered.pop(own, None)
+        return {origin: count for origin, count in version.items() if origin != own}
 
     def _forget_old_pushes(self, peer: PeerState, now: float) -> None:
         """On a digest (``peer.known`` already joined with it): a push older than one
@@ -809,6 +1034,8 @@ class GossipNode:
         for other_writer, other_address in others:
             if (writer, peer.address) in self._duplicates:
                 return
+            if len(self._duplicates) >= MAX_PEERS_LEARNED:
+                self._duplicates.clear()  # bounded: frames may name made-up writers
             self._duplicates.add((writer, peer.address))
             self.stats["duplicate_ids"] += 1
             logger.warning(
@@ -822,19 +1049,88 @@ class GossipNode:
                 other_address,
             )
 
-    def _log_rejected(self, sender: str, exc: DecodeError, now: float) -> None:
+    def _log_rejected(
+        self,
+        sender: str,
+        reason: object,
+        now: float,
+        *,
+        data: bytes | None = None,
+        what: str = "rejected a frame",
+    ) -> None:
         """Log a rejected frame, at most once per sender per REJECT_LOG_SECONDS with
         the count of those not logged in between; the reason (e.g. which side to
-        upgrade, for an older wire format) is passed through as the codec says it."""
-        last, suppressed = self._rejects.get(sender, (float("-inf"), 0))
+        upgrade, for an older wire format) is passed through as the codec says it.
+
+        At most MAX_LOGGED_SENDERS senders are rate-limited one by one; past that, the
+        others share one entry, so a flood of made-up senders writes at most
+        MAX_LOGGED_SENDERS + 1 lines per REJECT_LOG_SECONDS. ``data``: the frame, read
+        for the address it claims only when a line is written."""
+        key = sender
+        if key not in self._rejects and len(self._rejects) >= MAX_LOGGED_SENDERS:
+            for stale in [
+                k for k, (t, _) in self._rejects.items() if now - t >= REJECT_LOG_SECONDS
+            ]:
+                del self._rejects[stale]
+            if len(self._rejects) >= MAX_LOGGED_SENDERS:
+                key = _OTHER_SENDERS
+        last, suppressed = self._rejects.get(key, (float("-inf"), 0))
         if now - last < REJECT_LOG_SECONDS:
-            self._rejects[sender] = (last, suppressed + 1)
+            self._rejects[key] = (last, suppressed + 1)
             return
-        if len(self._rejects) >= MAX_PEERS_LEARNED and sender not in self._rejects:
-            self._rejects.clear()  # bounded: a flood of made-up senders
-        self._rejects[sender] = (now, 0)
+        self._rejects[key] = (now, 0)
+        who = _cut(sender)
+        if data is not None and sender.startswith("connection "):
+            claimed = _claimed_sender(data)
+            if claimed != "?":
+                who = f"{who} (claiming to be {_cut(claimed)})"
+        if key == _OTHER_SENDERS:
+            who = f"{who} (one of many senders)"
         more = f" ({suppressed} more rejected since the last line)" if suppressed else ""
-        logger.warning("%s: rejected a frame from %s: %s%s", self.address, sender, exc, more)
+        logger.warning("%s: %s from %s: %s%s", self.address, what, who, _cut(str(reason)), more)
+
+    def _log_error(
+        self, exc: BaseException, now: float, counter: str, where: str = "while handling a frame"
+    ) -> None:
+        """Log an exception contained while handling a frame: with its traceback the
+        first time for its kind, then at most once per kind per REJECT_LOG_SECONDS
+        with the count of those not logged (at most MAX_LOGGED_ERRORS kinds apart)."""
+        kind = type(exc).__name__
+        if kind not in self._errors and len(self._errors) >= MAX_LOGGED_ERRORS:
+            kind = "other"
+        first = kind not in self._errors
+        last, suppressed = self._errors.get(kind, (float("-inf"), 0))
+        if now - last < REJECT_LOG_SECONDS:
+            self._errors[kind] = (last, suppressed + 1)
+            return
+        self._errors[kind] = (now, 0)
+        more = f" ({suppressed} more since the last line)" if suppressed else ""
+        logger.error(
+            "%s: %s %s, contained (counted in stats[%r]): %s%s",
+            self.address,
+            type(exc).__name__,
+            where,
+            counter,
+            _cut(str(exc)),
+            more,
+            exc_info=exc if first else None,
+        )
+
+
+# The shared rate-limit entry for senders past MAX_LOGGED_SENDERS.
+_OTHER_SENDERS: Final = "\0others"
+
+
+def _cut(text: str) -> str:
+    """``text`` for a log line: at most MAX_LOGGED_CHARS characters, printable."""
+    text = text if len(text) <= MAX_LOGGED_CHARS else text[:MAX_LOGGED_CHARS] + "..."
+    return text if text.isprintable() else repr(text)
+
+
+def _connection_name(routing_id: bytes) -> str:
+    """A connection as the log names it (a ROUTER routing identity, at most 255 bytes:
+    cut; the peer may choose it)."""
+    return f"connection {bytes(routing_id[:16]).hex()}"
 
 
 def _claimed_sender(data: bytes) -> str:

@@ -38,6 +38,22 @@ Options set, and why:
 All sockets are created, used and closed by the loop's own thread (ZeroMQ sockets are
 not thread-safe); other threads only write to the replica or call :meth:`retire` and
 :meth:`request_leave` here, which queue the request, and then wake the loop.
+
+Socket budget: at most :func:`socket_budget` DEALERs are open at once (the smaller of
+:data:`crdtmem.gossip.MAX_OPEN_PEERS` and what fits in half the process's
+file-descriptor soft limit and half the context's ZeroMQ socket limit: a DEALER costs
+about four descriptors and three ZeroMQ sockets with its monitor; 128 with the usual
+limits of 1024 and 1023). A DEALER
+is opened only for a peer a frame is actually sent to; to open one past the budget, the
+least recently used is closed, a learned peer's before a configured one's. A socket
+that cannot be opened anyway (another part of the process used the descriptors) drops
+that frame, counted in ``dropped_sends`` and logged, rate-limited; the loop goes on.
+
+Health: a loop that fails anyway (an exception outside the handling of one frame,
+which the node contains) ends with its error logged at ERROR with the traceback;
+``health`` is then ``"failed"``, ``error`` the exception and ``stats["healthy"]`` 0,
+each later local write logs an ERROR (at most once per DEAD_LOOP_LOG_SECONDS) saying it
+is not gossiped, and ``stop()`` does not raise.
 """
 
 from __future__ import annotations
@@ -45,6 +61,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -56,6 +73,7 @@ from zmq.utils.monitor import parse_monitor_message
 from crdtmem import Replica, codec
 from crdtmem.errors import ReplicaClosed
 from crdtmem.gossip import (
+    MAX_OPEN_PEERS,
     Frame,
     GossipConfig,
     GossipNode,
@@ -84,6 +102,37 @@ STOP_FLUSH_SECONDS: Final = 1.0
 # tens of milliseconds of the connection, not at the next digest round.
 HANDSHAKE_POLL_SECONDS: Final = 0.02
 HANDSHAKE_WATCH_SECONDS: Final = 3.0
+# What one DEALER costs, measured: file descriptors (its mailbox, its monitor's two
+# PAIR sockets' mailboxes, and its TCP connection) and ZeroMQ sockets (itself and the
+# monitor's pair), each limited per process (RLIMIT_NOFILE) or per context (MAX_SOCKETS).
+DEALER_FDS: Final = 4
+DEALER_SOCKETS: Final = 3
+# The share of each limit a driver's DEALERs may take: half (the rest for the ROUTER,
+# the application, and other drivers in the process).
+SOCKET_SHARE: Final = 2
+# While the loop is dead, a local write logs an ERROR at most this often.
+DEAD_LOOP_LOG_SECONDS: Final = 10.0
+# Failures to open a socket are logged at most this often.
+SOCKET_ERROR_LOG_SECONDS: Final = 10.0
+
+STARTING: Final = "starting"
+RUNNING: Final = "running"
+STOPPED: Final = "stopped"
+FAILED: Final = "failed"
+
+
+def socket_budget(context: zmq.Context[Any], configured: int = MAX_OPEN_PEERS) -> int:
+    """How many DEALERs a driver keeps open at once: ``configured``, lowered so that
+    they take at most a SOCKET_SHARE-th of the process's file-descriptor soft limit
+    (``RLIMIT_NOFILE``) and of the context's ZeroMQ socket limit (``MAX_SOCKETS``);
+    at least 1. With the defaults (1024 descriptors, 1023 sockets): 128."""
+    budget = configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        budget = min(budget, soft // SOCKET_SHARE // DEALER_FDS)
+    with contextlib.suppress(zmq.ZMQError):
+        budget = min(budget, context.get(zmq.MAX_SOCKETS) // SOCKET_SHARE // DEALER_SOCKETS)
+    return max(1, budget)
 
 
 S = TypeVar("S", bound=zmq.Socket[Any])
@@ -147,7 +196,14 @@ class DriverCore:
         self.config = config
         self.context = context
         self.node: GossipNode | None = None
+        # Open DEALERs, least recently used first (at most `budget`).
         self.dealers: dict[str, zmq.Socket[bytes]] = {}
+        self.budget = socket_budget(context)
+        self.dealers_closed = 0
+        self.health = STARTING
+        self.error: BaseException | None = None
+        self._dead_logged = float("-inf")
+        self._socket_error_logged = float("-inf")
         # Per dealer, the PAIR socket its monitor reports handshakes on.
         self.monitors: dict[str, zmq.Socket[bytes]] = {}
         # New DEALERs whose first handshake is awaited: address -> watched until.
@@ -164,6 +220,46 @@ class DriverCore:
         address = self.advertise or address
         self.node = GossipNode.from_config(self.replica, address, self.config, self.peers)
         return self.node
+
+    # --- health ----------------------------------------------------------------------
+
+    def running(self) -> None:
+        """The loop has started."""
+        self.health = RUNNING
+
+    def ended(self, error: BaseException | None) -> None:
+        """The loop has ended: cleanly (``error`` None), or killed by ``error``, which is
+        logged at ERROR with its traceback and kept (``health`` "failed")."""
+        if error is None:
+            if self.health != FAILED:
+                self.health = STOPPED
+            return
+        self.error = error
+        self.health = FAILED
+        logger.error(
+            "gossip loop of %s died: %s: %s; nothing is gossiped any more (restart it: "
+            "stop() then start())",
+            self.node.address if self.node is not None else self.bind,
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+
+    def local_write(self) -> None:
+        """A local write happened (any thread): while the loop is dead, say loudly that
+        it is not gossiped (at most once per DEAD_LOOP_LOG_SECONDS)."""
+        if self.health != FAILED:
+            return
+        now = time.monotonic()
+        if now - self._dead_logged < DEAD_LOOP_LOG_SECONDS:
+            return
+        self._dead_logged = now
+        logger.error(
+            "a write to %s is not gossiped: its gossip loop died (%s: %s)",
+            self.replica.replica_id,
+            type(self.error).__name__,
+            self.error,
+        )
 
     # --- requests from any thread (the driver wakes the loop after each) ---------------
 
@@ -269,21 +365,54 @@ class DriverCore:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 return
-            dealer = self.dealers.get(frame.peer)
+            dealer = self.dealers.pop(frame.peer, None)
             if dealer is None:
+                self._make_room(node)
                 dealer = self._dealer(node, frame.peer)
                 if dealer is None:
                     continue
-                self.dealers[frame.peer] = dealer
+            self.dealers[frame.peer] = dealer  # now the most recently used
             try:
                 dealer.send(frame.data, zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 self.dropped_sends += 1  # peer down or slow: anti-entropy repairs it
 
+    def _make_room(self, node: GossipNode) -> None:
+        """Close DEALERs until one more fits the budget: the least recently used of a
+        learned peer first, else the least recently used one."""
+        while self.dealers and len(self.dealers) >= self.budget:
+            victim = next(iter(self.dealers))  # least recently used
+            for address in self.dealers:
+                peer = node.peers.get(address)
+                if peer is None or not peer.configured:
+                    victim = address
+                    break
+            self._close_dealer(victim)
+            self.dealers_closed += 1
+
+    def _close_dealer(self, address: str) -> None:
+        dealer = self.dealers.pop(address)
+        self.awaiting.pop(address, None)
+        monitor = self.monitors.pop(address, None)
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                dealer.disable_monitor()
+            monitor.close(linger=0)
+        dealer.close(linger=LINGER_MS)
+
     def _dealer(self, node: GossipNode, address: str) -> zmq.Socket[bytes] | None:
-        dealer: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
-        # Monitored before connecting, so the first handshake is not missed.
-        monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            dealer: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
+        except zmq.ZMQError as exc:  # out of descriptors or sockets: drop this frame
+            self._socket_error(node, address, exc)
+            return None
+        try:
+            # Monitored before connecting, so the first handshake is not missed.
+            monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        except zmq.ZMQError as exc:
+            dealer.close(linger=0)
+            self._socket_error(node, address, exc)
+            return None
         if connect_dealer(dealer, address, node.address):
             self.monitors[address] = monitor
             self.awaiting[address] = time.monotonic() + HANDSHAKE_WATCH_SECONDS
@@ -292,16 +421,24 @@ class DriverCore:
         node.remove_peer(address)
         return None
 
+    def _socket_error(self, node: GossipNode, address: str, exc: zmq.ZMQError) -> None:
+        self.dropped_sends += 1
+        now = time.monotonic()
+        if now - self._socket_error_logged >= SOCKET_ERROR_LOG_SECONDS:
+            self._socket_error_logged = now
+            logger.error(
+                "%s: cannot open a socket to %r (%s); frames to it are dropped until one "
+                "can be opened (%d open)",
+                node.address,
+                address,
+                exc,
+                len(self.dealers),
+            )
+
     def close(self) -> None:
         """Close the DEALERs (LINGER bounds how long what is queued may take)."""
-        for address, dealer in self.dealers.items():
-            monitor = self.monitors.pop(address, None)
-            if monitor is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    dealer.disable_monitor()
-                monitor.close(linger=0)
-            dealer.close(linger=LINGER_MS)
-        self.dealers.clear()
+        for address in list(self.dealers):
+            self._close_dealer(address)
 
     @property
     def left_spread(self) -> bool:
@@ -367,8 +504,25 @@ class DriverBase:
         return self._core.left_spread
 
     @property
+    def health(self) -> str:
+        """``"starting"`` before the loop runs, ``"running"``, ``"stopped"`` once it
+        ended (stop or leave), ``"failed"`` once an exception killed it (see
+        :attr:`error`; the gossip is dead until ``stop()`` and ``start()``)."""
+        return self._core.health
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that killed the loop, or ``None``."""
+        return self._core.error
+
+    @property
     def stats(self) -> dict[str, int]:
-        """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ."""
+        """Frame and byte counters of the protocol, plus sends dropped by ZeroMQ, the
+        DEALERs open (``open_peers``) and closed to keep the budget
+        (``peers_closed``), and ``healthy`` (0 once the loop failed)."""
         counters = dict(self._core.node.stats) if self._core.node is not None else {}
         counters["dropped_sends"] = self._core.dropped_sends
+        counters["open_peers"] = len(self._core.dealers)
+        counters["peers_closed"] = self._core.dealers_closed
+        counters["healthy"] = 0 if self._core.health == FAILED else 1
         return counters

@@ -32,6 +32,7 @@ from crdtmem import Replica
 from crdtmem.gossip import DEFAULTS, LEAVE_TIMEOUT, GossipNode
 from crdtmem.replica import ChangeEvent
 from transport._driver import (
+    FAILED,
     START_TIMEOUT,
     STOP_TIMEOUT,
     DriverBase,
@@ -83,16 +84,22 @@ class AsyncZmqGossip(DriverBase):
         node = self._core.open(self.address)
         loop = asyncio.get_running_loop()
 
+        core = self._core
+
         def wake_on_local_change(event: ChangeEvent) -> None:
             if event.local:  # agent threads may write: hand the wake-up to the loop
-                loop.call_soon_threadsafe(self._wake.set)
+                core.local_write()  # loud while the loop is dead
+                with contextlib.suppress(RuntimeError):  # the event loop has closed
+                    loop.call_soon_threadsafe(self._wake.set)
 
         self._unsubscribe = self.replica.subscribe(wake_on_local_change)
         self._task = asyncio.create_task(self._run(node, router))
+        core.running()
         return self
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Push what is pending (best effort), close the sockets, end the task."""
+        """Push what is pending (best effort), close the sockets, end the task. Never
+        raises because the loop died (see :attr:`health`, :attr:`error`)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -103,6 +110,14 @@ class AsyncZmqGossip(DriverBase):
                 await asyncio.wait_for(self._task, timeout)
             except TimeoutError:
                 logger.error("async gossip for %s did not stop in %s s", self.bind, timeout)
+            except asyncio.CancelledError:
+                # The task was cancelled by someone else; our caller was not.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception as exc:  # the task reports its own death (_run): belt and braces
+                if self._core.health != FAILED:
+                    self._core.ended(exc)
             self._task = None
         self._core.close()
         if self._router is not None:
@@ -121,6 +136,17 @@ class AsyncZmqGossip(DriverBase):
         await self.stop()
 
     async def _run(self, node: GossipNode, router: zmq.asyncio.Socket) -> None:
+        try:
+            await self._loop(node, router)
+        except asyncio.CancelledError:
+            self._core.ended(None)
+            raise
+        except Exception as exc:  # reported: health, stats, an ERROR line; not raised
+            self._core.ended(exc)
+        else:
+            self._core.ended(None)
+
+    async def _loop(self, node: GossipNode, router: zmq.asyncio.Socket) -> None:
         core = self._core
         receiving: asyncio.Future[Any] = asyncio.ensure_future(router.recv_multipart())
         waking: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())

@@ -6,6 +6,13 @@ seeded ``random.Random``: latency (so messages overtake each other), drop, dupli
 partitions of any shape (symmetric or one-way), crashes and restarts, and per-node
 clock skew for LWW timestamps. The same seed replays the same run exactly.
 
+Connections are simulated as ZeroMQ's are where the protocol can tell: the first frame
+a node sends to an address it has learned but not heard answer (not yet a member, see
+:data:`crdtmem.gossip.UNVERIFIED_PEER_TTL`) dials it; if a live node is there and the
+link is up both ways, the dialler's :meth:`~crdtmem.gossip.GossipNode.peer_connected`
+runs one latency later, as the drivers' socket monitor calls it on a handshake. An
+address where no node runs never answers.
+
 >>> net = SimNetwork(seed=7, drop=0.3)
 >>> a, b = net.add_node("a"), net.add_node("b")
 >>> net.write("a", lambda r: r.counter("votes").increment())
@@ -105,6 +112,8 @@ class SimNetwork:
         self.messages = 0
         self.bytes = 0
         self.dropped = 0
+        # Dials in flight: (dialler, address).
+        self._dialling: set[tuple[str, str]] = set()
 
     # --- topology -----------------------------------------------------------------------
 
@@ -220,7 +229,9 @@ class SimNetwork:
             if node.path is not None:
                 node.replica.close()  # (its folder is not reopened: memory only now)
             node.replica = self._replica(replica_id, None, node.clock_skew)
-        peers = list(node.gossip.peers)
+        # Its members, as a restarted agent's configuration would list them (an address
+        # that never answered is not one).
+        peers = [a for a, p in node.gossip.peers.items() if p.counts]
         node.gossip = self._gossip(node.replica, name, peers)
         node.up = True
         self._schedule(self.now, "tick", name)
@@ -242,7 +253,11 @@ class SimNetwork:
         heapq.heappush(self._queue, _Event(when, next(self._order), kind, target, data, source))
 
     def _send(self, source: str, frames: list[Frame]) -> None:
+        peers = self.nodes[source].gossip.peers if source in self.nodes else {}
         for frame in frames:
+            state = peers.get(frame.peer)
+            if state is not None and not state.counts:
+                self._dial(source, frame.peer)
             self.messages += 1
             self.bytes += len(frame.data)
             if (source, frame.peer) in self.blocked or self.random.random() < self.drop:
@@ -252,6 +267,21 @@ class SimNetwork:
             for _ in range(copies):
                 delay = self.random.uniform(*self.latency)
                 self._schedule(self.now + delay, "deliver", frame.peer, frame.data, source)
+
+    def _dial(self, source: str, address: str) -> None:
+        """A connection attempt from ``source`` to ``address``: it comes up one latency
+        later if a live node is there and the link works both ways."""
+        if (source, address) in self._dialling:
+            return
+        target = self.nodes.get(address)
+        if target is None or not target.up or not self._linked(source, address):
+            return
+        self._dialling.add((source, address))
+        delay = self.random.uniform(*self.latency)
+        self._schedule(self.now + delay, "connect", source, source=address)
+
+    def _linked(self, a: str, b: str) -> bool:
+        return (a, b) not in self.blocked and (b, a) not in self.blocked
 
     def step(self) -> bool:
         """Process the next event; False when nothing is scheduled."""
@@ -266,6 +296,13 @@ class SimNetwork:
             if node.up:
                 self._send(node.name, node.gossip.tick(self.now))
                 self._schedule(node.gossip.next_deadline(), "tick", node.name)
+                self._settle_leave(node)
+            return True
+        if event.kind == "connect":
+            self._dialling.discard((node.name, event.source))
+            other = self.nodes.get(event.source)
+            if node.up and other is not None and other.up and self._linked(node.name, other.name):
+                self._send(node.name, node.gossip.peer_connected(event.source, self.now))
                 self._settle_leave(node)
             return True
         if not node.up or (event.source, event.target) in self.blocked:

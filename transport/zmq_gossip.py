@@ -99,7 +99,8 @@ class ZmqGossip(DriverBase):
         return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Push what is pending (best effort), close the sockets, join the thread."""
+        """Push what is pending (best effort), close the sockets, join the thread.
+        Never raises because the loop died (see :attr:`health`, :attr:`error`)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -160,6 +161,7 @@ class ZmqGossip(DriverBase):
 
     def _on_change(self, event: ChangeEvent) -> None:
         if event.local:
+            self._core.local_write()  # loud while the loop is dead
             self._wake()
 
     def _wake(self) -> None:
@@ -182,12 +184,21 @@ class ZmqGossip(DriverBase):
                 router.close(linger=0)
             self._ready.set()
             return
+        core = self._core
+        core.running()
         self._ready.set()
+        error: BaseException | None = None
         try:
             self._loop(router, node)
+        except BaseException as exc:  # reported: health, stats, an ERROR line; not raised
+            error = exc
         finally:
-            self._core.close()
-            router.close(linger=0)
+            try:
+                core.close()
+                router.close(linger=0)
+            except Exception as exc:  # closing must not hide why the loop ended
+                error = error or exc
+            core.ended(error)
 
     def _loop(self, router: zmq.Socket[bytes], node: GossipNode) -> None:
         core = self._core
