@@ -46,6 +46,25 @@ MAX_MAP_DEPTH: Final = 16
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
 
+# Bounds on the integers that later arithmetic or encoding depends on, checked at decode.
+# Each sits far below INT_MAX (2**64 - 1, the largest int msgpack encodes), so that
+# whatever a node does with the largest accepted value (+1 for the next sequence number,
+# dot or lamport, a sum of increments) still encodes, and far above anything honest use
+# reaches (2**62 events at a million a second take 146,000 years).
+# The largest sequence number, version-vector entry or dot counter accepted.
+MAX_SEQ: Final = 2**62
+# The largest list (RGA) lamport accepted; a local insert past it raises ValueError.
+MAX_LAMPORT: Final = 2**62
+# The largest per-actor counter entry accepted; a local increment past it raises
+# ValueError (crdtmem.ValueOutOfRange).
+MAX_COUNT: Final = 2**62
+# The largest HLC wall time accepted, in microseconds (year ~148,000): no physical clock
+# gets there, and a clock that observed it still issues (wall, logical + 1).
+MAX_WALL: Final = 2**62
+# The largest HLC logical counter accepted; past it the clock moves on to (wall + 1, 0),
+# so only the single timestamp (MAX_WALL, MAX_LOGICAL) has no successor.
+MAX_LOGICAL: Final = 2**62
+
 _SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
 # The scalars whose every value is valid (an int must also be in range).
 UNBOUNDED_SCALARS: Final = frozenset({type(None), bool, float, str, bytes})
