@@ -120,13 +120,14 @@ def test_a_local_increment_past_max_count_raises_before_anything_changes() -> No
     r.counter("c").increment(MAX_COUNT)
     r.counter("c").decrement(MAX_COUNT)
     before = snapshot(r)
-    for write in (
+    writes: list[Callable[[], None]] = [
         lambda: r.gcounter("g").increment(1),
         lambda: r.counter("c").increment(1),
         lambda: r.counter("c").decrement(1),
         lambda: r.gcounter("fresh").increment(MAX_COUNT + 1),
         lambda: r.map("m").counter("k").increment(BIG),
-    ):
+    ]
+    for write in writes:
         with pytest.raises(ValueError):
             write()
         assert snapshot(r) == before
