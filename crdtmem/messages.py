@@ -104,11 +104,12 @@ def state_message(sender: str, vector: dict[str, int], fields: Fields) -> bytes:
 
 def decode_message(message: bytes) -> list[Update] | StateMessage:
     """The updates or the state ``message`` holds; ``DecodeError`` if it is malformed."""
-    kind, *body = as_list(codec.unpack(message), "message")
-    if kind == UPDATES and len(body) == 1:
-        return decode_updates(body[0])
-    if kind == STATE and len(body) == 3:
-        sender_obj, vector_obj, fields_obj = body
+    body = as_list(codec.unpack(message), "message")
+    kind = body[0] if body else None
+    if kind == UPDATES and len(body) == 2:
+        return decode_updates(body[1])
+    if kind == STATE and len(body) == 4:
+        _, sender_obj, vector_obj, fields_obj = body
         return StateMessage(
             as_actor(sender_obj, "state sender"),
             check_vector(vector_obj, "state version"),

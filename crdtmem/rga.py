@@ -36,7 +36,7 @@ a dict access plus a scan of one chunk.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, Self, final
 
 from crdtmem.codec import MAX_LAMPORT, as_actor, as_int, as_list, checked, wire_value
@@ -578,7 +578,7 @@ class RGA(CrdtBase):
 _HEAD: Final[Id] = (0, "")
 
 
-def _validated_order(entries: list[Any], ident: Any) -> Iterator[_Node]:
+def _validated_order(entries: Sequence[Any], ident: Any) -> Iterator[_Node]:
     """Decode elements listed in RGA order, checking in one pass that it *is* RGA order.
 
     The order is a pre-order walk with siblings by descending id, so the parent (ref) of
