@@ -21,7 +21,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, final
 
-from crdtmem.codec import as_actor, as_dict, as_int, as_list, sorted_map
+from crdtmem.codec import MAX_SEQ, as_actor, as_dict, as_int, as_list, sorted_map
 
 _new_tuple: Final = tuple.__new__
 
@@ -263,13 +263,18 @@ class DotContext:
         top = self._vector.get(actor, 0)
         if self._cloud:
             top = self.max_counter(actor)
+        if top >= MAX_SEQ:
+            raise _exhausted(actor)
         # tuple.__new__ directly: the NamedTuple's own __new__ is a Python-level call.
         dot: Dot = _new_tuple(Dot, (actor, top + 1))
         return dot
 
     def next_dot(self, actor: str) -> Dot:
         """A dot of ``actor`` never seen by this context, and record it."""
-        dot = Dot(actor, self.max_counter(actor) + 1)
+        top = self.max_counter(actor)
+        if top >= MAX_SEQ:
+            raise _exhausted(actor)
+        dot = Dot(actor, top + 1)
         self.add(dot)
         return dot
 
@@ -342,24 +347,35 @@ class DotContext:
         ctx = cls()
         for actor, count in as_dict(vector_obj, f"{what} vector").items():
             as_actor(actor, f"{what} actor")
-            ctx._vector[actor] = as_int(count, f"{what} count", lo=1)
+            ctx._vector[actor] = as_int(count, f"{what} count", 1, MAX_SEQ)
         for item in as_list(cloud_obj, f"{what} cloud"):
             actor_obj, counter_obj = as_list(item, f"{what} dot", 2)
-            ctx.add(Dot(as_actor(actor_obj, f"{what} dot"), as_int(counter_obj, f"{what} dot", 1)))
+            counter = as_int(counter_obj, f"{what} dot", 1, MAX_SEQ)
+            ctx.add(Dot(as_actor(actor_obj, f"{what} dot"), counter))
         return ctx
+
+
+def _exhausted(actor: str) -> ValueError:
+    return ValueError(
+        f"{actor!r} has used every dot up to {MAX_SEQ} in this field (a peer claimed them): "
+        "this field takes no more writes from it"
+    )
 
 
 def dot_from_wire(obj: object, what: str) -> Dot:
     actor, counter = as_list(obj, what, 2)
-    return Dot(as_actor(actor, what), as_int(counter, what, lo=1))
+    return Dot(as_actor(actor, what), as_int(counter, what, 1, MAX_SEQ))
 
 
-def check_vector(obj: object, what: str) -> dict[str, int]:
-    """Decode a version vector map, rejecting zero or negative counts."""
+def check_vector(obj: object, what: str, hi: int = MAX_SEQ) -> dict[str, int]:
+    """Decode a version vector map, rejecting counts outside ``[1, hi]`` (``hi``: by
+    default ``MAX_SEQ``, so that the next sequence number still encodes)."""
     vector = as_dict(obj, what)
     for actor, count in vector.items():
         as_actor(actor, f"{what} actor")
-        as_int(count, f"{what}[{actor!r}]", lo=1)
+        # (as_int inlined: this runs for every entry of every vector received)
+        if type(count) is not int or not 0 < count <= hi:
+            as_int(count, f"{what}[{actor!r}]", 1, hi)
     return vector
 
 

@@ -14,7 +14,8 @@ Whatever goes wrong comes out as :class:`~crdtmem.errors.DecodeError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import io
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 import msgpack
@@ -45,6 +46,25 @@ MAX_MAP_DEPTH: Final = 16
 
 INT_MIN: Final = -(2**63)
 INT_MAX: Final = 2**64 - 1
+
+# Bounds on the integers that later arithmetic or encoding depends on, checked at decode.
+# Each sits far below INT_MAX (2**64 - 1, the largest int msgpack encodes), so that
+# whatever a node does with the largest accepted value (+1 for the next sequence number,
+# dot or lamport, a sum of increments) still encodes, and far above anything honest use
+# reaches (2**62 events at a million a second take 146,000 years).
+# The largest sequence number, version-vector entry or dot counter accepted.
+MAX_SEQ: Final = 2**62
+# The largest list (RGA) lamport accepted; a local insert past it raises ValueError.
+MAX_LAMPORT: Final = 2**62
+# The largest per-actor counter entry accepted; a local increment past it raises
+# ValueError (crdtmem.ValueOutOfRange).
+MAX_COUNT: Final = 2**62
+# The largest HLC wall time accepted, in microseconds (year ~148,000): no physical clock
+# gets there, and a clock that observed it still issues (wall, logical + 1).
+MAX_WALL: Final = 2**62
+# The largest HLC logical counter accepted; past it the clock moves on to (wall + 1, 0),
+# so only the single timestamp (MAX_WALL, MAX_LOGICAL) has no successor.
+MAX_LOGICAL: Final = 2**62
 
 _SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
 # The scalars whose every value is valid (an int must also be in range).
@@ -79,19 +99,24 @@ def pack(obj: object) -> bytes:
     return HEADER + pack_body(obj)
 
 
+_CURRENT: Final = frozenset({FORMAT_VERSION})
+
+
 def unpack(data: bytes) -> Any:
-    """Check the header and limits of ``data`` and return the msgpack object inside it.
+    """Check the header and limits of ``data`` (a message from the network) and return
+    the msgpack object inside it (see :func:`unpack_network_body`).
 
     Raises:
-        DecodeError: not bytes, wrong header or version, malformed or oversized msgpack.
+        DecodeError: not bytes, wrong header or version, malformed or oversized msgpack,
+            or not an array of at most ``MAX_TOP_ITEMS`` items.
     """
-    return _unpack(data, frozenset({FORMAT_VERSION}))
+    return unpack_network_body(_body(data, _CURRENT))
 
 
 def unpack_stored(data: bytes) -> Any:
     """:func:`unpack` for data this build (or an older one) stored on disk: also reads
-    the older wire formats in ``STORED_VERSIONS``."""
-    return _unpack(data, STORED_VERSIONS)
+    the older wire formats in ``STORED_VERSIONS``; arrays come back as lists."""
+    return unpack_body(_body(data, STORED_VERSIONS))
 
 
 def stored(message: bytes) -> bytes:
@@ -103,7 +128,8 @@ def stored(message: bytes) -> bytes:
     return message
 
 
-def _unpack(data: bytes, versions: frozenset[int]) -> Any:
+def _body(data: bytes, versions: frozenset[int]) -> memoryview:
+    """The msgpack body of ``data`` once its type, size and header are checked."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"a crdtmem message is bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
@@ -117,16 +143,81 @@ def _unpack(data: bytes, versions: frozenset[int]) -> Any:
             f"peer speaks crdtmem wire format {view[2]}, this node speaks "
             f"{FORMAT_VERSION}: upgrade {side}"
         )
-    return unpack_body(memoryview(data)[len(HEADER) :])
+    return memoryview(data)[len(HEADER) :]
+
+
+# Every message crdtmem sends is an array of a few items (a gossip frame 5, a replica
+# message 2 or 4, a standalone state 2): the unpacker is not even started on anything
+# else, so a message that is one long array (of empty arrays or maps, the cheapest
+# objects per byte) costs nothing to refuse.
+MAX_TOP_ITEMS: Final = 15
+
+
+def unpack_network_body(data: bytes | memoryview) -> Any:
+    """Decode one msgpack object from the network under the crdtmem limits.
+
+    It must be an array of at most ``MAX_TOP_ITEMS`` items (a fixarray), checked on its
+    first byte before anything is built. Empty arrays come back as the empty tuple
+    (:func:`_shrink`); decoders take either, and :func:`wire_value` turns user values
+    back into lists.
+    """
+    if not data or not 0x90 <= data[0] <= 0x90 + MAX_TOP_ITEMS:
+        raise DecodeError(f"malformed message: not an array of at most {MAX_TOP_ITEMS} items")
+    return _unpackb(data, _shrink)
+
+
+def _shrink(items: list[Any]) -> Sequence[Any]:
+    """The unpacker's hook for each array it builds: an empty one becomes ``()``, one
+    shared object, instead of a list of its own (64 bytes for 1 byte of msgpack: what
+    made a run of ``0x90`` bytes cost 58x its size). Non-empty arrays stay lists, so a
+    user value is turned into lists in place, never copied whole."""
+    return items or ()
+
+
+# What peek() decodes of a string: enough for an address or a writer id in a log line.
+MAX_PEEK_STR: Final = 1024
+
+
+def peek(data: bytes, count: int) -> list[Any] | None:
+    """The first ``count`` items of a network message's top-level array, when each is a
+    scalar (a string of at most ``MAX_PEEK_STR`` bytes), decoding nothing past them:
+    ``None`` otherwise. For log lines about a frame that did not decode: what it claims,
+    at a cost that does not grow with the frame."""
+    if not isinstance(data, bytes) or len(data) > MAX_MESSAGE_BYTES:
+        return None
+    stream = io.BytesIO(data)  # (shares the bytes, and the unpacker reads a chunk at a time)
+    stream.seek(len(HEADER))
+    unpacker = msgpack.Unpacker(
+        stream,
+        read_size=4096,
+        raw=False,
+        max_str_len=MAX_PEEK_STR,
+        max_bin_len=0,
+        max_array_len=0,
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    try:
+        if data[: len(HEADER)] != HEADER or unpacker.read_array_header() < count:
+            return None
+        return [unpacker.unpack() for _ in range(count)]
+    except (msgpack.UnpackException, ValueError, TypeError, OverflowError, StopIteration):
+        return None
 
 
 def unpack_body(data: bytes | memoryview) -> Any:
-    """Decode one msgpack object under the crdtmem limits; see :func:`unpack`."""
+    """Decode one msgpack object under the crdtmem limits, arrays as lists (for data
+    read from storage and for checks of local writes); see :func:`unpack`."""
+    return _unpackb(data, None)
+
+
+def _unpackb(data: bytes | memoryview, list_hook: Callable[[list[Any]], Any] | None) -> Any:
     try:
         return msgpack.unpackb(
             data,
             raw=False,
             use_list=True,
+            list_hook=list_hook,
             strict_map_key=True,
             max_str_len=MAX_BLOB_BYTES,
             max_bin_len=MAX_BLOB_BYTES,
@@ -204,12 +295,44 @@ def checked(value: Any) -> Any:
 
 
 def wire_value(obj: object, what: str) -> Any:
-    """Validate a user value that came off the wire; raise DecodeError if it is not one."""
+    """Validate a user value that came off the wire and return it with every array a
+    list (the network decoder makes empty ones ``()``); raise DecodeError if it is not
+    one."""
+    kind = type(obj)
+    if kind in UNBOUNDED_SCALARS or (kind is int and INT_MIN <= obj <= INT_MAX):  # type: ignore[operator]
+        return obj  # the usual value: a valid scalar
     try:
-        check_value(obj)
+        return _listed(obj, 0)
     except UnsupportedValue as exc:
         raise DecodeError(f"{what}: {exc}") from None
-    return obj
+
+
+def _listed(value: Any, depth: int) -> Any:
+    """:func:`check_value` for a decoded value, which may hold ``()`` (an empty msgpack
+    array): each comes back a list. Lists and dicts are the decoder's own (no one else
+    holds them), changed in place."""
+    kind = type(value)
+    if kind in _SCALARS:
+        if kind is int and not INT_MIN <= value <= INT_MAX:
+            raise ValueOutOfRange(f"int {value} is outside the 64-bit range crdtmem stores")
+        return value
+    if depth >= MAX_VALUE_DEPTH:
+        raise UnsupportedValue(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
+    if kind is tuple:
+        return [_listed(item, depth + 1) for item in value]
+    if kind is list:
+        for index, item in enumerate(value):
+            value[index] = _listed(item, depth + 1)
+        return value
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise UnsupportedValue(f"dict keys must be str, got {type(key).__name__}")
+            listed = _listed(item, depth + 1)
+            if listed is not item:
+                value[key] = listed  # (an existing key: the dict keeps its size)
+        return value
+    raise UnsupportedValue(f"cannot store a {kind.__name__}")
 
 
 # A canonical byte key for a value (sets and MV-register ordering): its encoding. (The
@@ -225,8 +348,9 @@ def fail(what: str, expected: str, got: object) -> NoReturn:
     raise DecodeError(f"{what}: expected {expected}, got {shown}")
 
 
-def as_list(obj: object, what: str, length: int | None = None) -> list[Any]:
-    if type(obj) is not list:
+def as_list(obj: object, what: str, length: int | None = None) -> Sequence[Any]:
+    """A msgpack array: a ``list``, or ``()`` for an empty one from :func:`unpack`."""
+    if type(obj) is not tuple and type(obj) is not list:
         fail(what, "an array", obj)
     if length is not None and len(obj) != length:
         raise DecodeError(f"{what}: expected {length} items, got {len(obj)}")

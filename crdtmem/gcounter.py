@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Self, final
 
 from crdtmem.causality import check_vector, join_into
-from crdtmem.codec import INT_MAX, as_list, sorted_map
+from crdtmem.codec import MAX_COUNT, as_list, sorted_map
 from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import ValueOutOfRange
 
@@ -57,8 +57,11 @@ class GCounter(CrdtBase):
         if check_amount(amount) < 0:
             raise ValueError(f"a G-counter only grows: increment({amount}) is negative")
         total = self.counts.get(writer.actor, 0) + amount
-        if total > INT_MAX:
-            raise ValueOutOfRange(f"counter would exceed {INT_MAX}")
+        if total > MAX_COUNT:
+            # (checked before anything changes: peers refuse counts past MAX_COUNT)
+            raise ValueOutOfRange(
+                f"{writer.actor!r}'s count would exceed {MAX_COUNT}, the largest a peer accepts"
+            )
         # Zero is the bottom of each entry: leave it out so that equal states encode equally.
         return GCounter({writer.actor: total} if total else {})
 
@@ -85,4 +88,7 @@ class GCounter(CrdtBase):
     @classmethod
     def from_wire(cls, obj: object, depth: int = 0) -> Self:
         counts, floors = as_list(obj, "gcounter", 2)
-        return cls(check_vector(counts, "gcounter counts"), check_vector(floors, "gcounter floors"))
+        return cls(
+            check_vector(counts, "gcounter counts", MAX_COUNT),
+            check_vector(floors, "gcounter floors", MAX_COUNT),
+        )

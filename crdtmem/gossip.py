@@ -1136,12 +1136,9 @@ def _connection_name(routing_id: bytes) -> str:
 def _claimed_sender(data: bytes) -> str:
     """The address a rejected frame claims to come from, for the log line only (it is
     not trusted for anything): ``?`` when even that does not decode."""
-    try:
-        body = codec.unpack(data)
-    except DecodeError:
-        return "?"
-    if isinstance(body, list) and len(body) > 1 and isinstance(body[1], str):
-        return body[1][:MAX_ADDRESS_LENGTH]
+    head = codec.peek(data, 2)  # (not decoded whole again: only the first two items)
+    if head is not None and isinstance(head[1], str):
+        return head[1][:MAX_ADDRESS_LENGTH]
     return "?"
 
 

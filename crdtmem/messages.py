@@ -12,7 +12,7 @@ from typing import Any, Final, final
 
 from crdtmem import codec
 from crdtmem.causality import check_vector
-from crdtmem.codec import as_actor, as_int, as_list, as_str
+from crdtmem.codec import MAX_SEQ, as_actor, as_int, as_list, as_str
 from crdtmem.crdt import CRDT, crdt_type
 from crdtmem.errors import DecodeError
 from crdtmem.ormap import decode_fields
@@ -104,11 +104,12 @@ def state_message(sender: str, vector: dict[str, int], fields: Fields) -> bytes:
 
 def decode_message(message: bytes) -> list[Update] | StateMessage:
     """The updates or the state ``message`` holds; ``DecodeError`` if it is malformed."""
-    kind, *body = as_list(codec.unpack(message), "message")
-    if kind == UPDATES and len(body) == 1:
-        return decode_updates(body[0])
-    if kind == STATE and len(body) == 3:
-        sender_obj, vector_obj, fields_obj = body
+    body = as_list(codec.unpack(message), "message")
+    kind = body[0] if body else None
+    if kind == UPDATES and len(body) == 2:
+        return decode_updates(body[1])
+    if kind == STATE and len(body) == 4:
+        _, sender_obj, vector_obj, fields_obj = body
         return StateMessage(
             as_actor(sender_obj, "state sender"),
             check_vector(vector_obj, "state version"),
@@ -123,7 +124,7 @@ def decode_updates(obj: object) -> list[Update]:
     for run in as_list(obj, "updates"):
         origin_obj, first_obj, entries_obj = as_list(run, "update run", 3)
         origin = as_actor(origin_obj, "update origin")
-        seq = as_int(first_obj, "first sequence number", lo=1)
+        seq = as_int(first_obj, "first sequence number", 1, MAX_SEQ)
         deps: dict[str, int] | None = None
         for entry in as_list(entries_obj, "update entries"):
             deps_obj, name_obj, tag_obj, payload = as_list(entry, "update", 4)
@@ -138,6 +139,8 @@ def decode_updates(obj: object) -> list[Update]:
                 raise DecodeError(f"field name must have 1 to {MAX_FIELD_NAME} characters")
             kind = crdt_type(as_int(tag_obj, "type tag"))
             delta = kind.from_wire(payload)
+            if seq > MAX_SEQ:  # (a run that starts in range may still end past it)
+                raise DecodeError(f"sequence number {seq} of {origin!r} exceeds {MAX_SEQ}")
             updates.append(Update(origin, seq, deps, name, kind.TAG, delta, payload))
             seq += 1
     return updates

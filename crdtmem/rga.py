@@ -36,10 +36,10 @@ a dict access plus a scan of one chunk.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final, Self, final
 
-from crdtmem.codec import as_actor, as_int, as_list, checked, wire_value
+from crdtmem.codec import MAX_LAMPORT, as_actor, as_int, as_list, checked, wire_value
 from crdtmem.crdt import CrdtBase, Writer, register_type
 from crdtmem.errors import DecodeError
 
@@ -216,6 +216,12 @@ class RGA(CrdtBase):
     def insert_delta(self, writer: Writer, position: int, item: object) -> RGA:
         """A delta inserting ``item`` so that it lands at ``position`` (0..len)."""
         self._check_index(position, self._length + 1)
+        if self.lamport >= MAX_LAMPORT:
+            # (peers refuse ids past MAX_LAMPORT; only a forged id gets a list there)
+            raise ValueError(
+                f"this list has seen lamport {self.lamport}, the largest peers accept: "
+                "it takes no more inserts"
+            )
         item = checked(item)
         ref = None
         if position > 0:
@@ -547,7 +553,7 @@ class RGA(CrdtBase):
 
         def ident(lamport: object, actor: object, what: str) -> Id:
             slot = as_int(actor, f"{what} actor", 0, len(actors) - 1)
-            return (as_int(lamport, f"{what} lamport", lo=1), actors[slot])
+            return (as_int(lamport, f"{what} lamport", 1, MAX_LAMPORT), actors[slot])
 
         built = cls()
         built._load(_validated_order(as_list(nodes_obj, "list elements"), ident))
@@ -572,7 +578,7 @@ class RGA(CrdtBase):
 _HEAD: Final[Id] = (0, "")
 
 
-def _validated_order(entries: list[Any], ident: Any) -> Iterator[_Node]:
+def _validated_order(entries: Sequence[Any], ident: Any) -> Iterator[_Node]:
     """Decode elements listed in RGA order, checking in one pass that it *is* RGA order.
 
     The order is a pre-order walk with siblings by descending id, so the parent (ref) of

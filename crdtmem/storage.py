@@ -399,7 +399,7 @@ def _record_at(data: bytes, offset: int) -> tuple[list[Any], int] | None:
             return None
     except DecodeError:
         return None
-    return record, end
+    return list(record), end  # (a list already: storage decodes arrays as lists)
 
 
 def _scan(data: bytes) -> tuple[list[list[Any]], list[tuple[int, int]], list[tuple[int, int]]]:

@@ -70,11 +70,12 @@ class Unstored(OSError):
 
 
 def check_version(version: Mapping[str, int] | None) -> Mapping[str, int]:
-    """A version argument: ``None`` (nothing) or str -> non-negative int.
+    """A version argument: ``None`` (nothing) or str -> int in ``[0, MAX_SEQ]``.
 
     Raises:
         TypeError: not a mapping of str to int.
-        ValueError: a negative count.
+        ValueError: a negative count, or one past ``MAX_SEQ`` (no replica makes that
+            many updates; a vector holding one could not be sent or answered).
     """
     if version is None:
         return {}
@@ -85,6 +86,8 @@ def check_version(version: Mapping[str, int] | None) -> Mapping[str, int]:
             raise TypeError(f"version entries are str -> int, got {actor!r}: {count!r}")
         if count < 0:
             raise ValueError(f"version counts are non-negative, got {actor!r}: {count}")
+        if count > codec.MAX_SEQ:
+            raise ValueError(f"version counts are at most {codec.MAX_SEQ}, got {actor!r}: {count}")
     return version
 
 
