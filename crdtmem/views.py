@@ -81,6 +81,9 @@ ENCODING: Final = "o200k_base"
 # rarely merge across the line and comma boundaries between items), so one or two
 # rounds fit. After this many the view shows no items, only what was left out.
 MAX_FIT_ROUNDS: Final = 8
+# How many of a field's first items measure its tokens per character: enough to average
+# out short and long items, few enough to count in well under a millisecond.
+RATE_SAMPLE: Final = 32
 # A rendering within this share of the budget is full enough: another round (one more
 # whole count) would add an item or two at most.
 FILLED: Final = 0.03
@@ -173,6 +176,10 @@ class _Node:
     # (a map's cost found over a cap: a lower bound, valid for any smaller cap)
     over: dict[int, int] = field(default_factory=dict)
     header: int = -1
+    # Tokens per character of its first items (see _Projector.item_tokens).
+    rate: float = -1.0
+    # Its first items as the view renders them (see _Projector.fragment).
+    fragments: list[str] = field(default_factory=list)
 
 
 def _node(state: CRDT) -> _Node:
@@ -265,8 +272,21 @@ def _ranked(node: _Node, score: Callable[[Any], float]) -> _Node:
     return node
 
 
+# One encoder, built once: json.dumps builds one per call, a third of the cost of
+# rendering a short item. Strict: bytes and NaN raise, and take the slow path.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_MARKED: Final = ('"$bytes"', '"$float"', '"$dict"')
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(encode_value(value), ensure_ascii=False, separators=(",", ":"))
+    """A stored value as compact JSON, as the export encodes it (``encode_value``)."""
+    try:
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError):
+        return _ENCODER.encode(encode_value(value))  # (bytes, or a float JSON lacks)
+    if '"$' in text and any(marker in text for marker in _MARKED):
+        return _ENCODER.encode(encode_value(value))  # (a dict the export escapes)
+    return text
 
 
 def _line(value: Any) -> str:
@@ -285,13 +305,32 @@ class _Projector:
 
     # -- estimates: token counts of the parts, summed --
 
+    def fragment(self, node: _Node, i: int) -> str:
+        """Item ``i`` of ``node`` as a line of text or compact JSON (made once)."""
+        fragments = node.fragments
+        while len(fragments) <= i:
+            item = node.items[len(fragments)]
+            if node.kind == "text":
+                fragments.append(item)
+            elif node.kind == "mvregister" or not self.text:
+                fragments.append(_compact(item))
+            else:
+                fragments.append(_line(item))
+        return fragments[i]
+
     def item_tokens(self, node: _Node, i: int) -> int:
-        item = node.items[i]
-        if node.kind == "text":
-            return self.count(item) + 1
-        if node.kind == "mvregister":
-            return self.count(_compact(item)) + 1
-        return self.count(_line(item) if self.text else _compact(item)) + 1
+        """Estimated tokens of item ``i``: its characters at the node's measured rate.
+
+        Counting every item exactly would cost several times the budget in tokenizer
+        work (each search probe goes past the final limit); the rate is measured on the
+        node's first items, and the whole rendering is counted exactly anyway.
+        """
+        if node.rate < 0:
+            sample = "\n".join(
+                self.fragment(node, j) for j in range(min(RATE_SAMPLE, len(node.items)))
+            )
+            node.rate = (self.count(sample) + 1) / (len(sample) + 1)
+        return int(len(self.fragment(node, i)) * node.rate) + 1
 
     def header_tokens(self, name: str, node: _Node) -> int:
         if node.header < 0:
@@ -316,17 +355,18 @@ class _Projector:
                     return cap + 1
                 sums.append(sums[-1] + self.item_tokens(node, len(sums) - 1))
             return min(total + sums[shown], cap + 1)
-        known = node.costs.get(shown)
+        # (by limit, not by keys shown: the limit applies inside each nested field too)
+        known = node.costs.get(limit)
         if known is not None:
             return min(known, cap + 1)
-        if node.over.get(shown, 0) > cap:
+        if node.over.get(limit, 0) > cap:
             return cap + 1
         for key, child in node.items[:shown]:
             total += self.cost(key, child, limit, cap - total)
             if total > cap:
-                node.over[shown] = cap + 1
+                node.over[limit] = cap + 1
                 return cap + 1
-        node.costs[shown] = total
+        node.costs[limit] = total
         return total
 
     def estimate(self, nodes: Sequence[tuple[str, _Node]], limits: Sequence[int], cap: int) -> int:
@@ -374,7 +414,9 @@ class _Projector:
             if not shown:
                 return None
             item = shown[0]
-            return [encode_value(v) for v in item] if node.kind == "mvregister" else item
+            return (
+                [encode_value(v) for v in item] if node.kind == "mvregister" else encode_value(item)
+            )
         if node.kind == "text":
             return "".join(reversed(shown))
         if node.kind == "map":
@@ -431,7 +473,7 @@ class _Projector:
                     omitted=omitted,
                 )
         else:
-            lines.extend(f"{indent}- {_line(item)}" for item in shown)
+            lines.extend(f"{indent}- {self.fragment(node, i)}" for i in range(len(shown)))
 
     def render(
         self,
@@ -465,7 +507,7 @@ class _Projector:
             data["omitted"] = dict(omitted)
         if summaries:
             data["summaries"] = dict(summaries)
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")), omitted, data
+        return _ENCODER.encode(data), omitted, data
 
     def left_out_text(self, node: _Node, limit: int) -> str:
         """What ``node`` leaves out at ``limit``, as text for a summariser (newest first,
