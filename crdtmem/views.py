@@ -197,7 +197,11 @@ def _node(state: CRDT) -> _Node:
         items.reverse()
         return _Node("list", items)
     if isinstance(state, TextCRDT):
-        lines = state.value().splitlines(keepends=True)
+        # (split at "\n" only: str.splitlines also splits at form feeds and others)
+        parts = state.value().split("\n")
+        lines = [part + "\n" for part in parts[:-1]]
+        if parts[-1]:
+            lines.append(parts[-1])
         lines.reverse()
         return _Node("text", lines)
     if isinstance(state, ORMap):

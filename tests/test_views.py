@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -236,3 +237,66 @@ def test_a_view_of_an_empty_replica() -> None:
     r = Replica("a")
     assert r.view().text == ""
     assert r.view(render="json").data == {"fields": {}}
+
+
+def test_a_view_of_a_large_state_fills_its_budget() -> None:
+    r = blackboard([f"finding {i}: GDP growth at {i / 10}%" for i in range(2000)], [], [])
+    for render in RENDERS:
+        for budget in (500, 3000):
+            view = r.view(budget=budget, render=render)
+            assert 0.9 * budget <= view.tokens <= budget
+
+
+def random_replica(seed: int, writes: int) -> Replica:
+    """A replica after random writes to every type, nested maps included."""
+    rng = random.Random(seed)
+    r = Replica("a", rng=random.Random(seed))
+    words = ["GDP", "growth é", "😀", "", "line\nbreak", b"\x00\x01", 7, 2.5, None, True]
+    for _ in range(writes):
+        parent: Any = r if rng.random() < 0.7 else r.map(f"m{rng.randrange(2)}")
+        kind = rng.choice(["list", "set", "text", "register", "counter", "mvregister", "map"])
+        name = f"{kind}{rng.randrange(2)}"
+        value = rng.choice(words)
+        if kind == "list":
+            parent.list(name).append(value if rng.random() < 0.8 else {"k": [value]})
+        elif kind == "set":
+            parent.set(name).add(value)
+        elif kind == "text":
+            parent.text(name).insert(0, f"{value!r} {rng.random()}\n")
+        elif kind == "register":
+            parent.register(name).set([value] * rng.randrange(3))
+        elif kind == "counter":
+            parent.counter(name).increment(rng.randrange(-5, 5))
+        elif kind == "mvregister":
+            parent.mvregister(name).set(value)
+        else:
+            parent.map(name).list("inner").append(value)
+    return r
+
+
+@given(
+    st.integers(0, 2**32),
+    st.integers(0, 80),
+    st.integers(MIN_BUDGET, 400),
+    st.sampled_from(RENDERS),
+    st.booleans(),
+)
+def test_every_type_stays_within_the_budget(
+    seed: int, writes: int, budget: int, render: str, scored: bool
+) -> None:
+    r = random_replica(seed, writes)
+
+    def score(item: Any) -> float:
+        return float(len(json.dumps(item, default=repr)) % 7)
+
+    options: dict[str, Any] = {"budget": budget, "render": render}
+    if scored:
+        options["score"] = score
+    view = r.view(**options)
+    assert view.tokens == count_tokens(view.text) <= budget
+    assert view == r.view(**options)
+    if render == "json":
+        assert json.loads(view.text) == view.data
+    # A counter that counts differently (characters) is respected as well.
+    small = r.view(count_tokens=len, **options)
+    assert len(small.text) == small.tokens <= budget
