@@ -19,7 +19,8 @@ that makes it (``gcounter``, ``counter``, ``register``, ``mvregister``, ``set``,
   order defined for mixed types (``1``, ``1.0``, ``True`` and ``"1"`` stay four
   elements); a multi-value register: its concurrent values as a list in the same order.
 - stored values: JSON as they are, except ``bytes`` (``{"$bytes": "<base64>"}``), a
-  float that JSON cannot hold (``{"$float": "nan"}``, ``"inf"``, ``"-inf"``), and a
+  float that JSON cannot hold (``{"$float": "nan"}``, ``"inf"``, ``"-inf"``; a NaN of
+  other bits ``"nan:<its 8 bytes in hex>"``), and a
   dict whose only key is one of those markers or ``"$dict"`` (``{"$dict": {...}}``,
   keys taken as they are), so that every stored value comes back exactly.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
@@ -68,6 +70,8 @@ _FLOAT: Final = "$float"
 _DICT: Final = "$dict"
 _MARKERS: Final = frozenset({_BYTES, _FLOAT, _DICT})
 _NON_FINITE: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_DOUBLE: Final = struct.Struct(">d")
+_NAN_BITS: Final = _DOUBLE.pack(math.nan)
 # The key of the placeholder an import writes and removes at once to create an empty map
 # (a field exists only once it has been written).
 _PLACEHOLDER: Final = "$placeholder"
@@ -84,7 +88,11 @@ def encode_value(value: Any) -> Any:
     if kind is float:
         if math.isfinite(value):
             return value
-        return {_FLOAT: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        if not math.isnan(value):
+            return {_FLOAT: "inf" if value > 0 else "-inf"}
+        bits = _DOUBLE.pack(value)
+        # (a NaN with another sign or payload keeps its bits: stored values come back exactly)
+        return {_FLOAT: "nan" if bits == _NAN_BITS else f"nan:{bits.hex()}"}
     if kind is bytes:
         return {_BYTES: base64.b64encode(value).decode("ascii")}
     if kind is list:
@@ -117,14 +125,25 @@ def decode_value(obj: Any, where: str = "value") -> Any:
             except binascii.Error as exc:
                 raise ValueError(f"{where}: bad base64 in {_BYTES}: {exc}") from None
         if marker == _FLOAT:
-            if inner not in _NON_FINITE:
-                raise ValueError(f"{where}: {_FLOAT} is one of {sorted(_NON_FINITE)}")
-            return _NON_FINITE[inner]
+            return _non_finite(inner, where)
         if marker == _DICT:
             if type(inner) is not dict:
                 raise ValueError(f"{where}: {_DICT} holds an object")
             obj = inner
     return {_key(key, where): decode_value(item, where) for key, item in obj.items()}
+
+
+def _non_finite(text: object, where: str) -> float:
+    if type(text) is str and text in _NON_FINITE:
+        return _NON_FINITE[text]
+    if type(text) is str and text.startswith("nan:"):
+        try:
+            value: float = _DOUBLE.unpack(bytes.fromhex(text[4:]))[0]
+        except (ValueError, struct.error):
+            value = 0.0
+        if math.isnan(value):
+            return value
+    raise ValueError(f"{where}: {_FLOAT} is nan, inf, -inf or nan:<16 hex digits>")
 
 
 def _key(key: object, where: str) -> str:

@@ -240,6 +240,11 @@ def test_a_type_mismatch_writes_nothing() -> None:
         {"format": FORMAT, "fields": {"x": {"type": "map", "value": []}}},
         {"format": FORMAT, "fields": {"x": {"type": "register", "value": {"$bytes": "!"}}}},
         {"format": FORMAT, "fields": {"x": {"type": "register", "value": {"$float": "1"}}}},
+        {"format": FORMAT, "fields": {"x": {"type": "register", "value": {"$float": "nan:zz"}}}},
+        {
+            "format": FORMAT,
+            "fields": {"x": {"type": "register", "value": {"$float": "nan:3ff0000000000000"}}},
+        },
         {"format": FORMAT, "fields": {"x": {"type": "register", "value": {"$dict": 1}}}},
         {"format": FORMAT, "fields": {"x": {"type": "register", "value": 2**64}}},
     ],
