@@ -259,6 +259,13 @@ def _plain(node: _Node) -> Any:
     return list(node.items)
 
 
+def _longest(node: _Node) -> int:
+    """The most items of any collection in ``node`` (a limit above it changes nothing)."""
+    if node.kind != "map":
+        return len(node.items)
+    return max([len(node.items), *(_longest(child) for _, child in node.items)])
+
+
 def _ranked(node: _Node, score: Callable[[Any], float]) -> _Node:
     """``node`` with its items (and nested ones) ordered by ``score``, highest first."""
 
@@ -385,7 +392,7 @@ class _Projector:
         """The limits: one for all by binary search, then more for each field in order."""
         if not nodes:
             return []
-        most = max(len(node.items) for _, node in nodes)
+        most = max(_longest(node) for _, node in nodes)
         low, high = 0, most
         while low < high:
             mid = (low + high + 1) // 2
@@ -395,7 +402,7 @@ class _Projector:
                 high = mid - 1
         limits = [low] * len(nodes)
         for index, (_, node) in enumerate(nodes):
-            lo, hi = low, len(node.items) if node.kind != "map" else most
+            lo, hi = low, _longest(node)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 limits[index] = mid
@@ -552,7 +559,6 @@ def project(
     if score is not None:
         nodes = [(name, _ranked(node, score)) for name, node in nodes]
     projector = _Projector(render, count)
-    items_budget = budget - int(budget * SUMMARY_SHARE) if summarise is not None else budget
 
     empty_text = projector.render([], [], {})[0]
     empty = (empty_text, count(empty_text))
@@ -600,7 +606,13 @@ def project(
                 best = ([0] * kept, text, tokens)
         return best
 
-    limits, text, tokens = fitted(items_budget)
+    limits, text, tokens = fitted(budget)
+    complete = len(limits) == len(nodes) and all(
+        limit >= _longest(node) for limit, (_, node) in zip(limits, nodes, strict=True)
+    )
+    if summarise is not None and not complete:
+        # Room for the summaries of what is left out (only when something is).
+        limits, text, tokens = fitted(budget - int(budget * SUMMARY_SHARE))
     # Fields whose header did not fit are left out whole, and said so in `omitted`.
     dropped = {name: max(len(node.items), 1) for name, node in nodes[len(limits) :]}
     nodes = nodes[: len(limits)]

@@ -300,3 +300,21 @@ def test_every_type_stays_within_the_budget(
     # A counter that counts differently (characters) is respected as well.
     small = r.view(count_tokens=len, **options)
     assert len(small.text) == small.tokens <= budget
+
+
+def test_nested_lists_longer_than_any_top_level_field_are_shown_whole() -> None:
+    r = Replica("a")
+    for i in range(100):
+        r.map("notes").list(f"agent{i % 2}").append(f"note {i}")
+    view = r.view(render="json")
+    assert view.omitted == {}
+    assert len(view.data["fields"]["notes"]["agent0"]) == 50
+
+
+def test_a_summariser_is_not_called_when_everything_fits() -> None:
+    r = blackboard(["a", "b"], ["one"], [])
+
+    def summarise(text: str, budget: int) -> str:
+        raise AssertionError("nothing was left out")
+
+    assert r.view(summarise=summarise).omitted == {}
