@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -318,3 +319,26 @@ def test_a_summariser_is_not_called_when_everything_fits() -> None:
         raise AssertionError("nothing was left out")
 
     assert r.view(summarise=summarise).omitted == {}
+
+
+def test_the_summariser_runs_without_the_replica_lock() -> None:
+    r = Replica("a")
+    for i in range(300):
+        r.list("findings").append(f"finding {i}")
+    wrote: list[bool] = []
+
+    def summarise(text: str, budget: int) -> str:
+        # Another thread (a gossip thread, say) can still write meanwhile.
+        def write() -> None:
+            r.counter("c").increment()
+            wrote.append(True)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=60)
+        assert not writer.is_alive()
+        return "earlier findings"
+
+    view = r.view(budget=200, summarise=summarise)
+    assert wrote == [True]
+    assert view.summaries == {"findings": "earlier findings"}
