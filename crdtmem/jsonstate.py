@@ -338,10 +338,11 @@ def _write(
         if missing or not _same(old, value):
             parent.register(name).set(value)
     elif kind == "mvregister":
-        if len(value) != 1:
-            skipped.append(path)
-        if value and (missing or not _same(old, value)):
-            parent.mvregister(name).set(value[0])
+        if missing or not _same(old, value):
+            if len(value) != 1:
+                skipped.append(path)  # (several concurrent values, or none: not by writes)
+            if value:
+                parent.mvregister(name).set(value[0])
     elif kind == "set":
         _write_set(parent.set(name), value, [] if missing else old, missing)
     elif kind == "list":
