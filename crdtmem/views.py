@@ -170,8 +170,9 @@ class _Node:
 
     kind: str
     items: list[Any]
+    depth: int = 0
     # Filled while projecting: item token counts (prefix sums), and map costs by limit.
-    sums: list[int] = field(default_factory=lambda: [0])
+    sums: list[float] = field(default_factory=lambda: [0.0])
     costs: dict[int, int] = field(default_factory=dict)
     # (a map's cost found over a cap: a lower bound, valid for any smaller cap)
     over: dict[int, int] = field(default_factory=dict)
@@ -182,20 +183,22 @@ class _Node:
     fragments: list[str] = field(default_factory=list)
 
 
-def _node(state: CRDT) -> _Node:
+def _node(state: CRDT, depth: int = 0) -> _Node:
     if isinstance(state, (GCounter, PNCounter)):
-        return _Node("gcounter" if isinstance(state, GCounter) else "counter", [state.value()])
+        return _Node(
+            "gcounter" if isinstance(state, GCounter) else "counter", [state.value()], depth
+        )
     if isinstance(state, LWWRegister):
-        return _Node("register", [state.value()])
+        return _Node("register", [state.value()], depth)
     if isinstance(state, MVRegister):
-        return _Node("mvregister", [state.value()])
+        return _Node("mvregister", [state.value()], depth)
     if isinstance(state, ORSet):
         elements = state.elements
-        return _Node("set", [elements[key] for key in sorted(elements)])
+        return _Node("set", [elements[key] for key in sorted(elements)], depth)
     if isinstance(state, RGA):
         items = state.value()
         items.reverse()
-        return _Node("list", items)
+        return _Node("list", items, depth)
     if isinstance(state, TextCRDT):
         # (split at "\n" only: str.splitlines also splits at form feeds and others)
         parts = state.value().split("\n")
@@ -203,10 +206,11 @@ def _node(state: CRDT) -> _Node:
         if parts[-1]:
             lines.append(parts[-1])
         lines.reverse()
-        return _Node("text", lines)
+        return _Node("text", lines, depth)
     if isinstance(state, ORMap):
         fields = state.fields
-        return _Node("map", [(k, _node(visible(fields[k]))) for k in sorted(fields) if k in state])
+        children = [(k, _node(visible(fields[k]), depth + 1)) for k in sorted(fields) if k in state]
+        return _Node("map", children, depth)
     raise TypeError(f"no view for {type(state).__name__}")
 
 
@@ -276,10 +280,11 @@ def _ranked(node: _Node, score: Callable[[Any], float]) -> _Node:
         return -float(value)
 
     if node.kind in ("list", "set"):
-        return _Node(node.kind, sorted(node.items, key=checked))
+        return _Node(node.kind, sorted(node.items, key=checked), node.depth)
     if node.kind == "map":
         children = [(key, _ranked(child, score)) for key, child in node.items]
-        return _Node("map", sorted(children, key=lambda kc: checked({kc[0]: _plain(kc[1])})))
+        ranked = sorted(children, key=lambda kc: checked({kc[0]: _plain(kc[1])}))
+        return _Node("map", ranked, node.depth)
     return node
 
 
@@ -329,29 +334,37 @@ class _Projector:
                 fragments.append(_line(item))
         return fragments[i]
 
-    def item_tokens(self, node: _Node, i: int) -> int:
-        """Estimated tokens of item ``i``: its characters at the node's measured rate.
+    def item_tokens(self, node: _Node, i: int) -> float:
+        """Estimated tokens of item ``i``: its characters, with what the rendering puts
+        around it (indentation, ``- ``, the separator), at the node's measured rate.
 
         Counting every item exactly would cost several times the budget in tokenizer
         work (each search probe goes past the final limit); the rate is measured on the
-        node's first items, and the whole rendering is counted exactly anyway.
+        node's first items rendered as the view renders them, and the whole rendering is
+        counted exactly anyway.
         """
+        if self.text:
+            lead = "  " * (node.depth + 1) if node.kind == "text" else "  " * node.depth + "- "
+        else:
+            lead = ""
         if node.rate < 0:
-            sample = "\n".join(
-                self.fragment(node, j) for j in range(min(RATE_SAMPLE, len(node.items)))
+            sample = ("\n" if self.text else ",").join(
+                lead + self.fragment(node, j) for j in range(min(RATE_SAMPLE, len(node.items)))
             )
             node.rate = (self.count(sample) + 1) / (len(sample) + 1)
-        return int(len(self.fragment(node, i)) * node.rate) + 1
+        return (len(lead) + len(self.fragment(node, i)) + 1) * node.rate
 
     def header_tokens(self, name: str, node: _Node) -> int:
         if node.header < 0:
             # (the longest header: with both numbers as large as they get)
             n = len(node.items)
-            long = (
-                f"{name} ({node.kind}): "
-                if node.kind in _SCALARS
-                else f"{name} ({node.kind}, {n} of {n}):"
-            )
+            if not self.text:
+                # (its key, and its entry in "omitted")
+                long = f'"{name}":[],"{name}":{n},'
+            elif node.kind in _SCALARS:
+                long = f"{name} ({node.kind}): "
+            else:
+                long = f"{name} ({node.kind}, {n} of {n}):"
             node.header = self.count(long) + 1
         return node.header
 
@@ -365,7 +378,7 @@ class _Projector:
                 if sums[-1] + total > cap:
                     return cap + 1
                 sums.append(sums[-1] + self.item_tokens(node, len(sums) - 1))
-            return min(total + sums[shown], cap + 1)
+            return min(total + math.ceil(sums[shown]), cap + 1)
         # (by limit, not by keys shown: the limit applies inside each nested field too)
         known = node.costs.get(limit)
         if known is not None:
