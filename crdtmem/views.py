@@ -26,11 +26,12 @@ A relevance scorer (``score(item) -> float``) reorders the items of every list a
 How many items to show: one limit ``n`` for every collection (each shows its first
 ``n``), the largest that fits, found by binary search; then the fields, in the order the
 selection gives them, each take a larger limit of their own while it still fits. The
-search uses the token counts of each item's own rendering (counted once, and only for
-items near the limit: the state is never rendered whole); the chosen rendering is then
-counted whole, and the search runs again for a smaller target if it exceeds the budget,
-or a larger one if it leaves more than 3% of it unused (a few rounds at most). So the
-budget is never exceeded, and the same state (and options) gives the same view.
+search runs on estimates: each item's characters as rendered, at a rate of tokens per
+character measured on its field's first items, summed only up to the limit probed (the
+state is never rendered whole); the chosen rendering is then counted whole, and the
+search runs again for a smaller target if it exceeds the budget, or a larger one if it
+leaves more than 3% of it unused (a few rounds at most). So the budget is never
+exceeded, and the same state (and options) gives the same view.
 What is left out is said in the view (``"findings (list, newest 20 of 62)"`` in text,
 ``"omitted": {"findings": 42}`` in JSON) and in :attr:`PromptView.omitted`.
 """
@@ -590,7 +591,7 @@ def project(
                 if best is None or tokens > best[2]:
                     best = (limits, text, tokens)
                 everything = all(
-                    n >= len(node.items) for n, (_, node) in zip(limits, nodes, strict=True)
+                    n >= _longest(node) for n, (_, node) in zip(limits, nodes, strict=True)
                 )
                 if everything or limit_budget - tokens <= limit_budget * FILLED:
                     break
