@@ -98,7 +98,7 @@ def build(seed: int, payload: list[Any], name: str = "a") -> Replica:
     return replica
 
 
-@given(st.integers(0, 2**32), st.lists(values, max_size=20))
+@given(st.integers(0, 2**32), st.lists(values, max_size=15))
 def test_export_import_export_is_identical(seed: int, payload: list[Any]) -> None:
     original = build(seed, payload)
     exported = original.to_json()
@@ -113,7 +113,7 @@ def test_export_import_export_is_identical(seed: int, payload: list[Any]) -> Non
     assert copy.version() == version
 
 
-@given(st.integers(0, 2**32), st.lists(values, max_size=12), st.lists(values, max_size=12))
+@given(st.integers(0, 2**32), st.lists(values, max_size=8), st.lists(values, max_size=8))
 def test_import_brings_existing_fields_to_the_exported_values(
     seed: int, first: list[Any], second: list[Any]
 ) -> None:
@@ -132,7 +132,7 @@ def test_import_brings_existing_fields_to_the_exported_values(
         assert after[name] == before[name]  # fields the import does not name stay
 
 
-@given(st.integers(0, 2**32), st.lists(values, max_size=12))
+@given(st.integers(0, 2**32), st.lists(values, max_size=8))
 def test_the_same_state_gives_the_same_bytes(seed: int, payload: list[Any]) -> None:
     a = build(seed, payload)
     b = Replica("b")
