@@ -187,6 +187,8 @@ def export_field(state: CRDT) -> dict[str, Any]:
 def export_state(states: Mapping[str, CRDT], fields: Iterable[str] | None = None) -> dict[str, Any]:
     """The export document of the visible field states ``states`` (by name), or only of
     the names in ``fields`` that exist. The caller holds the replica's lock."""
+    if isinstance(fields, str):
+        raise TypeError("fields is a list of names, not a str")
     names = sorted(states) if fields is None else sorted(set(fields) & states.keys())
     return {"format": FORMAT, "fields": {name: export_field(states[name]) for name in names}}
 

@@ -163,6 +163,8 @@ def test_the_export_shape_is_documented() -> None:
         },
     }
     assert r.to_json(["findings", "absent"])["fields"].keys() == {"findings"}
+    with pytest.raises(TypeError):
+        r.to_json("findings")
 
 
 def test_concurrent_values_and_shrunk_grow_only_counters_are_reported() -> None:
