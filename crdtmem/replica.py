@@ -891,7 +891,7 @@ class Replica:
         with self._lock:
             names = views.select_fields(self._fields, fields, role, roles)
             states = {name: visible(self._fields[name]) for name in names}
-            items = views.snapshot(states, names)
+            items = views.snapshot(states, names, budget if score is None else None)
         return views.project(
             items,
             budget=budget,

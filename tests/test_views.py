@@ -296,6 +296,10 @@ def test_every_type_stays_within_the_budget(
     view = r.view(**options)
     assert view.tokens == count_tokens(view.text) <= budget
     assert view == r.view(**options)
+    if not scored:
+        # A scorer makes the snapshot keep every item (not only as many as the budget
+        # could show); a constant one keeps the order: the same view.
+        assert view == r.view(score=lambda item: 0.0, **options)
     if render == "json":
         assert json.loads(view.text) == view.data
     # A counter that counts differently (characters) is respected as well.
@@ -342,3 +346,21 @@ def test_the_summariser_runs_without_the_replica_lock() -> None:
     view = r.view(budget=200, summarise=summarise)
     assert wrote == [True]
     assert view.summaries == {"findings": "earlier findings"}
+
+
+def test_a_long_list_is_read_from_its_end() -> None:
+    r = Replica("a")
+    for i in range(1000):
+        r.list("log").append(f"event {i}")
+        r.set("tags").add(f"tag {i:04}")
+    r.text("notes").insert(0, "".join(f"line {i}\n" for i in range(1000)))
+    view = r.view(budget=60, render="json")
+    shown = view.data["fields"]["log"]
+    assert shown == [f"event {i}" for i in range(999, 999 - len(shown), -1)]
+    assert view.omitted["log"] == 1000 - len(shown)
+    tags = view.data["fields"].get("tags", [])
+    assert tags == [f"tag {i:04}" for i in range(len(tags))]
+    assert view.omitted["tags"] == 1000 - len(tags)
+    assert view.omitted["notes"] == 1000 - view.data["fields"]["notes"].count("\n")
+    text = r.view(budget=60).text
+    assert text.startswith("log (list, newest ") and " of 1000):" in text.split("\n")[0]
