@@ -28,11 +28,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, final
 
-from crdtmem import codec
+from crdtmem import codec, jsonstate, views
 from crdtmem.causality import dominates
 from crdtmem.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from crdtmem.checkpoints import Checkpoint, CheckpointStore, View
@@ -945,3 +945,45 @@ class Replica:
                 f"replica {self.replica_id!r} was closed: its writes could not be stored; "
                 "open it again with Replica(id, path=...)"
             )
+
+    # --- JSON and views for prompts (crdtmem.jsonstate, crdtmem.views) ---------------------
+
+    def to_json(self, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The state (only the named ``fields``, if given) as a JSON-ready document, the
+        same for the same state: sets as sorted lists, ``bytes`` as ``{"$bytes": ...}``,
+        each field with its type (:mod:`crdtmem.jsonstate`)."""
+        with self._lock:
+            states = {name: visible(entries) for name, entries in self._fields.items()}
+            return jsonstate.export_state(states, fields)
+
+    def from_json(self, document: Mapping[str, Any]) -> builtins.list[str]:
+        """Write a :meth:`to_json` document into this replica as local writes; returns
+        the fields it could not set exactly (:func:`crdtmem.jsonstate.import_state`)."""
+        return jsonstate.import_state(self, document)
+
+    def view(
+        self,
+        fields: Sequence[str] | None = None,
+        *,
+        role: str | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        budget: int = views.DEFAULT_BUDGET,
+        count_tokens: Callable[[str], int] | None = None,
+        score: Callable[[Any], float] | None = None,
+        summarise: Callable[[str, int], str] | None = None,
+        render: str = "text",
+    ) -> views.PromptView:
+        """The part of the state an agent should see, within ``budget`` tokens, newest
+        first, rendered as prompt text or JSON (:mod:`crdtmem.views`; docs/api.md)."""
+        with self._lock:
+            names = views.select_fields(self._fields, fields, role, roles)
+            states = {name: visible(self._fields[name]) for name in names}
+            items = views.snapshot(states, names, budget if score is None else None)
+        return views.project(
+            items,
+            budget=budget,
+            count_tokens=count_tokens,
+            score=score,
+            summarise=summarise,
+            render=render,
+        )
