@@ -6,7 +6,7 @@ both, merged, the same results on both)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -30,12 +30,12 @@ from crdtmem.integrations.langgraph import CrdtmemStore
 DIMS = 8
 
 
-def embed(texts: list[str]) -> list[list[float]]:
+def embed(texts: Sequence[str]) -> list[list[float]]:
     """A deterministic embedding: counts of a..g, and a constant (never all zero)."""
     return [[float(t.count(c)) for c in "abcdefg"] + [1.0] for t in texts]
 
 
-async def aembed(texts: list[str]) -> list[list[float]]:
+async def aembed(texts: Sequence[str]) -> list[list[float]]:
     return embed(texts)
 
 
