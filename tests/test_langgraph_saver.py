@@ -461,3 +461,35 @@ def test_a_thread_checkpointed_by_one_replica_resumes_on_another_after_a_crash(
     assert calls == {"research": 1, "write": 2}
     history = list(CrdtmemSaver(second).list(config))
     assert history[0].metadata["step"] == 2
+
+
+def test_two_processes_running_one_thread_fork_visibly_and_agree_on_the_head() -> None:
+    def step(state: Pipeline) -> dict[str, Any]:
+        return {"log": [state["text"]]}
+
+    def build(replica: Replica) -> Any:
+        graph = StateGraph(Pipeline)
+        graph.add_node("step", step)
+        graph.add_edge(START, "step")
+        graph.add_edge("step", END)
+        return graph.compile(checkpointer=CrdtmemSaver(replica))
+
+    a, b = Replica("proc-a"), Replica("proc-b")
+    graph_a, graph_b = build(a), build(b)
+    config: RunnableConfig = {"configurable": {"thread_id": "shared"}}
+    graph_a.invoke({"text": "first", "log": []}, config)
+    sync(a, b)
+    # Both continue the thread before hearing of each other.
+    graph_a.invoke({"text": "by a"}, config)
+    graph_b.invoke({"text": "by b"}, config)
+    sync(a, b)
+    states = [graph.get_state(config) for graph in (graph_a, graph_b)]
+    assert states[0].values == states[1].values
+    assert states[0].config == states[1].config
+    assert len(states[0].metadata[FORKS_KEY]) == 1  # type: ignore[index]
+    assert len(CrdtmemSaver(a).heads(config)) == 2
+    # Going on from the head both agree on; the other branch stays listed.
+    result = graph_b.invoke({"text": "next"}, config)
+    assert result["log"][-1] == "next" and result["log"][0] == "first"
+    sync(a, b)
+    assert len(CrdtmemSaver(a).heads(config)) == 2
