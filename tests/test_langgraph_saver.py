@@ -486,7 +486,7 @@ def test_two_processes_running_one_thread_fork_visibly_and_agree_on_the_head() -
     states = [graph.get_state(config) for graph in (graph_a, graph_b)]
     assert states[0].values == states[1].values
     assert states[0].config == states[1].config
-    assert len(states[0].metadata[FORKS_KEY]) == 1  # type: ignore[index]
+    assert len(states[0].metadata[FORKS_KEY]) == 1
     assert len(CrdtmemSaver(a).heads(config)) == 2
     # Going on from the head both agree on; the other branch stays listed.
     result = graph_b.invoke({"text": "next"}, config)
