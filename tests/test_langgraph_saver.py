@@ -249,7 +249,7 @@ def test_versions_increase_and_differ_between_writers() -> None:
 # --- the history rule ------------------------------------------------------------------
 
 
-def test_history_keeps_the_newest_checkpoints_and_every_head() -> None:
+def test_history_keeps_the_last_checkpoints_of_every_branch() -> None:
     a, b = Replica("a"), Replica("b")
     saver_a, saver_b = CrdtmemSaver(a, keep=3), CrdtmemSaver(b, keep=3)
     chain = [put(saver_a, "t", values={"n": 0})]
@@ -262,9 +262,19 @@ def test_history_keeps_the_newest_checkpoints_and_every_head() -> None:
     sync(a, b)
     for saver in (saver_a, saver_b):
         kept = [t.checkpoint["channel_values"]["n"] for t in saver.list(generate_config("t"))]
-        # The 3 newest, and b's branch head, older than all of them but a head.
+        # a's branch: its last 3; b's branch: its head (a trimmed the root it
+        # continues before it knew of b's branch: the rule applies to what is seen).
         assert sorted(kept) == [-1, 8, 9, 10]
         assert saver.get_tuple(old_branch) is not None
+    # Branches known when trimming keep their ancestors.
+    c = CrdtmemSaver(Replica("c"), keep=2)
+    root = put(c, "u", values={"n": 0})
+    side = put(c, "u", root, {"n": -1}, step=1)
+    main = put(c, "u", root, {"n": 1}, step=1)
+    main = put(c, "u", main, {"n": 2}, step=2)
+    main = put(c, "u", main, {"n": 3}, step=3)
+    kept = sorted(t.checkpoint["channel_values"]["n"] for t in c.list(generate_config("u")))
+    assert kept == [-1, 0, 2, 3] and c.get_tuple(side) is not None
     assert CrdtmemSaver(Replica("c"), keep=None).keep is None
     with pytest.raises(ValueError, match="keep"):
         CrdtmemSaver(Replica("c"), keep=0)

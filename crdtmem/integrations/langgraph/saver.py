@@ -14,9 +14,9 @@ write of the saver is one update of the replica, so a peer sees a checkpoint who
 not at all. A channel whose version did not move since the parent checkpoint reuses
 the parent's stored pair: it is not serialized again (what LangGraph's blob savers do).
 
-History: after each ``put``, a (thread, namespace) keeps its newest ``keep``
-checkpoints (by checkpoint id) and every *head* (a checkpoint no other one continues);
-older ones are removed with their writes. ``prune`` and ``delete_*`` remove more.
+History: after each ``put``, a (thread, namespace) keeps, for each *head* (a checkpoint
+no other one continues), that head and its ancestors up to ``keep`` checkpoints in
+all; older ones are removed with their writes. ``prune`` and ``delete_*`` remove more.
 
 Concurrent writers: two processes that checkpoint one thread at once (both continuing
 from one checkpoint) make a fork; both branches are kept. ``get_tuple`` without a
@@ -64,8 +64,9 @@ from crdtmem.replica import Replica
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints kept per (thread, namespace) after each put, besides every head: enough
-# for recent time travel and for resuming, while each one holds the whole state.
+# Checkpoints kept per branch of a (thread, namespace) after each put (the head and its
+# ancestors): enough for recent time travel and for resuming, while each one holds the
+# whole state.
 DEFAULT_KEEP: Final = 32
 # The metadata key get_tuple names the other heads of a forked thread under.
 FORKS_KEY: Final = "crdtmem_forks"
@@ -104,8 +105,8 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
     ``CrdtmemSaver(replica, *, serde=None, keep=DEFAULT_KEEP, prefix="langgraph")``:
     every replica that gossips with ``replica`` sees the checkpoints, so a thread
     checkpointed by one process resumes in another. ``keep``: checkpoints kept per
-    thread and namespace besides the heads (``None``: all). ``prefix``: the replica
-    field is ``{prefix}.checkpoints``.
+    branch (a head and its ancestors) of each thread and namespace (``None``: all).
+    ``prefix``: the replica field is ``{prefix}.checkpoints``.
 
     The async methods run the sync ones inline: the replica is in memory (a durable one
     appends to its log), and crdtmem starts no threads.
@@ -444,15 +445,24 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
             self._remove(thread_id, checkpoint_ns, doomed)
 
     def _trim(self, thread_id: str, checkpoint_ns: str, keep: int) -> None:
-        """Remove what the history rule drops: all but the newest ``keep`` checkpoints
-        and the heads, and entries left without a checkpoint record (writes a peer
-        made concurrently with a remove)."""
+        """Remove what the history rule drops: every checkpoint that is not among the
+        last ``keep`` of a branch (a head and its ancestors; at least the head), and
+        entries left without a checkpoint record (writes a peer made concurrently with
+        a remove). Walking from the heads, not by id, keeps each branch unbroken
+        whatever the writers' clocks said."""
         path = self._ns_path(thread_id, checkpoint_ns)
         present = self.replica.read_field(path, present_keys)
         entries = self._read_ns(thread_id, checkpoint_ns)
         if len(present) <= keep and len(entries) == len(present):
             return
-        kept = set(sorted(entries, reverse=True)[:keep]) | set(_heads(entries))
+        kept: set[str] = set()
+        for head in _heads(entries):
+            current: str | None = head
+            for _ in range(max(keep, 1)):
+                if current is None or current not in entries:
+                    break
+                kept.add(current)
+                current = entries[current]["cp"]["parent"]
         live = {map_key(CHECKPOINT_KIND, cid) for cid in kept}
         doomed = [key for key in present if key not in live]
         if doomed:
