@@ -9,6 +9,7 @@ import logging
 import operator
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -124,6 +125,14 @@ async def single_saver() -> AsyncIterator[CrdtmemSaver]:
     yield CrdtmemSaver(Replica("conformance"))
 
 
+@checkpointer_test(name="CrdtmemSaver, durable")
+async def durable_saver() -> AsyncIterator[CrdtmemSaver]:
+    with tempfile.TemporaryDirectory() as folder:
+        replica = Replica("durable", path=folder)
+        yield CrdtmemSaver(replica)
+        replica.close()
+
+
 @checkpointer_test(name="CrdtmemSaver, replicated pair")
 async def replicated_saver() -> AsyncIterator[CrdtmemSaver]:
     yield PairSaver(Replica("writer"), Replica("reader"))
@@ -143,6 +152,11 @@ def assert_full(report: CapabilityReport) -> None:
 @pytest.mark.asyncio
 async def test_conformance_suite_passes() -> None:
     assert_full(await validate(single_saver))
+
+
+@pytest.mark.asyncio
+async def test_conformance_suite_passes_on_a_durable_replica() -> None:
+    assert_full(await validate(durable_saver))
 
 
 @pytest.mark.asyncio
