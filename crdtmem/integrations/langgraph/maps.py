@@ -48,20 +48,23 @@ def present_keys(state: ORMap) -> list[str]:
     return sorted(key for key in state.keys.elements.values() if key in state.fields)
 
 
-def submap(state: ORMap, key: str) -> ORMap | None:
-    """The nested map under ``key``, if the key is present."""
-    if key not in state:
-        return None
-    nested = state.field(key, ORMap.TAG)
-    return nested if isinstance(nested, ORMap) else None
+def present_maps(state: ORMap) -> list[tuple[str, ORMap]]:
+    """The nested maps under the present keys, by sorted key. (No presence test per
+    key: they come from the key set itself, and a test costs an encoding.)"""
+    found = []
+    for key in present_keys(state):
+        nested = state.field(key, ORMap.TAG)
+        if isinstance(nested, ORMap):
+            found.append((key, nested))
+    return found
 
 
-def stored(state: ORMap, key: str) -> Any:
-    """The value of the register under ``key`` (``None`` when absent or removed).
-
-    The value is the replica's own object: read it, never change it.
-    """
-    if key not in state:
-        return None
-    register = state.field(key, LWWRegister.TAG)
-    return register.value() if isinstance(register, LWWRegister) else None
+def present_values(state: ORMap) -> list[tuple[str, Any]]:
+    """The register values under the present keys, by sorted key (``None`` values,
+    what a remove leaves, left out). The values are the replica's: read only."""
+    found = []
+    for key in present_keys(state):
+        register = state.field(key, LWWRegister.TAG)
+        if isinstance(register, LWWRegister) and register.stored is not None:
+            found.append((key, register.stored))
+    return found

@@ -55,10 +55,11 @@ from crdtmem.integrations.langgraph.maps import (
     map_key,
     map_path,
     present_keys,
+    present_maps,
+    present_values,
     register_path,
-    stored,
-    submap,
 )
+from crdtmem.lwwregister import LWWRegister
 from crdtmem.ormap import ORMap
 from crdtmem.replica import Replica
 
@@ -142,9 +143,17 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
             self.field, map_key(THREAD_KIND, thread_id), map_key(NS_KIND, checkpoint_ns)
         )
 
+    def _cp_path(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> Any:
+        ns_path = self._ns_path(thread_id, checkpoint_ns)
+        return (*ns_path, (map_key(CHECKPOINT_KIND, checkpoint_id), ORMap.TAG))
+
     def _read_ns(self, thread_id: str, checkpoint_ns: str) -> dict[str, dict[str, Any]]:
         """The checkpoints of one (thread, namespace): id -> {"cp": record, "writes": [...]}."""
         return self.replica.read_field(self._ns_path(thread_id, checkpoint_ns), _collect_ns)
+
+    def _read_records(self, thread_id: str, checkpoint_ns: str) -> dict[str, dict[str, Any]]:
+        """The checkpoint records of one (thread, namespace), by id (no writes)."""
+        return self.replica.read_field(self._ns_path(thread_id, checkpoint_ns), _collect_records)
 
     def _read_all(self) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
         """thread id -> namespace -> checkpoint id -> entry, for every thread."""
@@ -158,15 +167,18 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
-        entries = self._read_ns(thread_id, checkpoint_ns)
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
-            entry = entries.get(checkpoint_id)
+            entry = self.replica.read_field(
+                self._cp_path(thread_id, checkpoint_ns, checkpoint_id), _entry_of
+            )
             return None if entry is None else self._tuple(thread_id, checkpoint_ns, entry)
-        heads = _heads(entries)
-        if not heads:
+        heads, head_entry = self.replica.read_field(
+            self._ns_path(thread_id, checkpoint_ns), _newest_head
+        )
+        if head_entry is None:
             return None
-        found = self._tuple(thread_id, checkpoint_ns, entries[heads[0]])
+        found = self._tuple(thread_id, checkpoint_ns, head_entry)
         if len(heads) > 1:
             cast(dict[str, Any], found.metadata)[FORKS_KEY] = heads[1:]
             for other in heads[1:]:
@@ -224,7 +236,7 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
         return [
             _config(thread_id, checkpoint_ns, head)
-            for head in _heads(self._read_ns(thread_id, checkpoint_ns))
+            for head in _heads(self._read_records(thread_id, checkpoint_ns))
         ]
 
     def _metadata(self, entry: dict[str, Any]) -> dict[str, Any]:
@@ -297,9 +309,13 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         full_metadata = dict(get_checkpoint_metadata(config, metadata))
         full_metadata.pop(FORKS_KEY, None)  # a view of the moment, never stored
         with self._lock:
-            entries = self._read_ns(thread_id, checkpoint_ns)
-            parent = entries.get(parent_id) if parent_id else None
-            parent_record = parent["cp"] if parent is not None else None
+            parent_record = (
+                self.replica.read_field(
+                    self._cp_path(thread_id, checkpoint_ns, parent_id), _record_of
+                )
+                if parent_id
+                else None
+            )
             stored_values: dict[str, list[Any]] = {}
             for channel, version in versions.items():
                 reused = _reusable(parent_record, channel, version, new_versions)
@@ -319,8 +335,7 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
                 "versions": {k: v for k, v in versions.items() if isinstance(v, str | int | float)},
                 "run_id": run_id if isinstance(run_id, str) else None,
             }
-            ns_path = self._ns_path(thread_id, checkpoint_ns)
-            cp_path = (*ns_path, (map_key(CHECKPOINT_KIND, checkpoint["id"]), ORMap.TAG))
+            cp_path = self._cp_path(thread_id, checkpoint_ns, checkpoint["id"])
             RegisterField(self.replica, register_path(cp_path, RECORD)).set(record)
             if self.keep is not None:
                 self._trim(thread_id, checkpoint_ns, self.keep)
@@ -340,10 +355,7 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         thread_id = str(configurable["thread_id"])
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
         checkpoint_id = str(configurable["checkpoint_id"])
-        cp_path = (
-            *self._ns_path(thread_id, checkpoint_ns),
-            (map_key(CHECKPOINT_KIND, checkpoint_id), ORMap.TAG),
-        )
+        cp_path = self._cp_path(thread_id, checkpoint_ns, checkpoint_id)
         path = register_path(cp_path, map_key(WRITES_KIND, task_id))
         dumps = self.serde.dumps_typed
         with self._lock:
@@ -429,19 +441,19 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         checkpoint_ns = str(configurable.get("checkpoint_ns", ""))
         head = get_checkpoint_id(config)
         with self._lock:
-            entries = self._read_ns(thread_id, checkpoint_ns)
+            entries = self._read_records(thread_id, checkpoint_ns)
             if head not in _heads(entries):
                 raise ValueError(f"checkpoint {head!r} is not a head of thread {thread_id!r}")
             children: dict[str, int] = {}
-            for entry in entries.values():
-                parent = entry["cp"]["parent"]
+            for record in entries.values():
+                parent = record["parent"]
                 if parent:
                     children[parent] = children.get(parent, 0) + 1
             doomed: list[str] = []
             current: str | None = head
             while current in entries and (current == head or children.get(current, 0) <= 1):
                 doomed.append(current)
-                current = entries[current]["cp"]["parent"]
+                current = entries[current]["parent"]
             self._remove(thread_id, checkpoint_ns, doomed)
 
     def _trim(self, thread_id: str, checkpoint_ns: str, keep: int) -> None:
@@ -451,18 +463,17 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         a remove). Walking from the heads, not by id, keeps each branch unbroken
         whatever the writers' clocks said."""
         path = self._ns_path(thread_id, checkpoint_ns)
-        present = self.replica.read_field(path, present_keys)
-        entries = self._read_ns(thread_id, checkpoint_ns)
-        if len(present) <= keep and len(entries) == len(present):
+        present, records = self.replica.read_field(path, _keys_and_records)
+        if len(present) <= keep and len(records) == len(present):
             return
         kept: set[str] = set()
-        for head in _heads(entries):
+        for head in _heads(records):
             current: str | None = head
             for _ in range(max(keep, 1)):
-                if current is None or current not in entries:
+                if current is None or current not in records:
                     break
                 kept.add(current)
-                current = entries[current]["cp"]["parent"]
+                current = records[current]["parent"]
         live = {map_key(CHECKPOINT_KIND, cid) for cid in kept}
         doomed = [key for key in present if key not in live]
         if doomed:
@@ -562,54 +573,84 @@ def _reusable(
     return pair
 
 
-def _heads(entries: dict[str, dict[str, Any]]) -> list[str]:
+def _heads(records: dict[str, dict[str, Any]]) -> list[str]:
     """The checkpoints no other one continues, newest (greatest id) first."""
-    parents = {entry["cp"]["parent"] for entry in entries.values()}
-    return sorted((cid for cid in entries if cid not in parents), reverse=True)
+    parents = {record["parent"] for record in records.values()}
+    return sorted((cid for cid in records if cid not in parents), reverse=True)
+
+
+def _record_of(cp_map: ORMap) -> dict[str, Any] | None:
+    """A checkpoint map's record; ``None`` when removed (a remove resets it to
+    ``None``) or not written yet."""
+    register = cp_map.field(RECORD, LWWRegister.TAG)
+    record = register.value() if isinstance(register, LWWRegister) else None
+    return record if isinstance(record, dict) else None
+
+
+def _entry_of(cp_map: ORMap) -> dict[str, Any] | None:
+    """Under the replica's lock: a checkpoint's record and writes, or ``None``."""
+    record = _record_of(cp_map)
+    if record is None:
+        return None
+    task_records = []
+    writes: list[tuple[str, str, Any, str, str, int]] = []
+    for key, task in present_values(cp_map):
+        if key == RECORD or not isinstance(task, dict):
+            continue
+        task_records.append(task)
+        for index, channel, pair in task["writes"]:
+            writes.append((task["task_id"], channel, pair, task["path"], key, index))
+    return {"cp": record, "writes": writes, "task_records": task_records}
+
+
+def _collect_records(state: ORMap) -> dict[str, dict[str, Any]]:
+    """Under the replica's lock: the records of a namespace map, by checkpoint id."""
+    found: dict[str, dict[str, Any]] = {}
+    for _, cp_map in present_maps(state):
+        record = _record_of(cp_map)
+        if record is not None:
+            found[record["id"]] = record
+    return found
+
+
+def _keys_and_records(state: ORMap) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    return present_keys(state), _collect_records(state)
+
+
+def _newest_head(state: ORMap) -> tuple[list[str], dict[str, Any] | None]:
+    """Under the replica's lock: the heads of a namespace map, and the newest one's
+    entry."""
+    records: dict[str, dict[str, Any]] = {}
+    maps: dict[str, ORMap] = {}
+    for _, cp_map in present_maps(state):
+        record = _record_of(cp_map)
+        if record is not None:
+            records[record["id"]] = record
+            maps[record["id"]] = cp_map
+    heads = _heads(records)
+    return heads, (_entry_of(maps[heads[0]]) if heads else None)
 
 
 def _collect_ns(state: ORMap) -> dict[str, dict[str, Any]]:
-    """Under the replica's lock: the checkpoints of a namespace map, by id. Entries
-    without a record (their checkpoint was removed) are left out."""
+    """Under the replica's lock: the entries (record and writes) of a namespace map,
+    by checkpoint id; checkpoints without a record (removed) are left out."""
     found: dict[str, dict[str, Any]] = {}
-    for key in present_keys(state):
-        cp_map = submap(state, key)
-        if cp_map is None:
-            continue
-        record = stored(cp_map, RECORD)
-        if not isinstance(record, dict):
-            continue
-        task_records = []
-        writes: list[tuple[str, str, Any, str, str, int]] = []
-        for inner in present_keys(cp_map):
-            if inner == RECORD:
-                continue
-            task = stored(cp_map, inner)
-            if not isinstance(task, dict):
-                continue
-            task_records.append(task)
-            for index, channel, pair in task["writes"]:
-                writes.append((task["task_id"], channel, pair, task["path"], inner, index))
-        found[record["id"]] = {"cp": record, "writes": writes, "task_records": task_records}
+    for _, cp_map in present_maps(state):
+        entry = _entry_of(cp_map)
+        if entry is not None:
+            found[entry["cp"]["id"]] = entry
     return found
 
 
 def _collect_all(state: ORMap) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     threads: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for thread_key in present_keys(state):
-        thread_map = submap(state, thread_key)
-        if thread_map is None:
-            continue
-        for ns_key in present_keys(thread_map):
-            ns_map = submap(thread_map, ns_key)
-            if ns_map is None:
-                continue
-            entries = _collect_ns(ns_map)
-            for entry in entries.values():
+    for _, thread_map in present_maps(state):
+        for _, ns_map in present_maps(thread_map):
+            for checkpoint_id, entry in _collect_ns(ns_map).items():
                 thread_id, checkpoint_ns = _names_of(entry)
-                threads.setdefault(thread_id, {}).setdefault(checkpoint_ns, {})[
-                    entry["cp"]["id"]
-                ] = entry
+                threads.setdefault(thread_id, {}).setdefault(checkpoint_ns, {})[checkpoint_id] = (
+                    entry
+                )
     return threads
 
 

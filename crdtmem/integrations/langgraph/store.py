@@ -59,10 +59,9 @@ from crdtmem.fields import MapField, RegisterField
 from crdtmem.integrations.langgraph.maps import (
     map_key,
     map_path,
-    present_keys,
+    present_maps,
+    present_values,
     register_path,
-    stored,
-    submap,
 )
 from crdtmem.ormap import ORMap
 from crdtmem.replica import Replica
@@ -381,16 +380,12 @@ def _last_puts(ops: Sequence[Op]) -> list[PutOp]:
 
 def _collect(state: ORMap) -> list[dict[str, Any]]:
     """Under the replica's lock: every item record (the replica's objects: read only)."""
-    records: list[dict[str, Any]] = []
-    for ns_key in present_keys(state):
-        ns_map = submap(state, ns_key)
-        if ns_map is None:
-            continue
-        for item_key in present_keys(ns_map):
-            record = stored(ns_map, item_key)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+    return [
+        record
+        for _, ns_map in present_maps(state)
+        for _, record in present_values(ns_map)
+        if isinstance(record, dict)
+    ]
 
 
 def _expired(record: Mapping[str, Any], now: float) -> bool:
