@@ -69,6 +69,9 @@ logger = logging.getLogger(__name__)
 # ancestors): enough for recent time travel and for resuming, while each one holds the
 # whole state.
 DEFAULT_KEEP: Final = 32
+# Fork warnings remembered (one per other head), so each is logged once; past this
+# many the memory is cleared (a fork may then be logged again), bounding it.
+MAX_WARNED: Final = 4096
 # The metadata key get_tuple names the other heads of a forked thread under.
 FORKS_KEY: Final = "crdtmem_forks"
 # Map keys inside a checkpoint's map: its record, and one register per task's writes.
@@ -276,6 +279,8 @@ class CrdtmemSaver(BaseCheckpointSaver[str]):
         with self._lock:
             if key in self._warned:
                 return
+            if len(self._warned) >= MAX_WARNED:
+                self._warned.clear()
             self._warned.add(key)
         logger.warning(
             "thread %r (namespace %r) forked: two writers continued it concurrently; "

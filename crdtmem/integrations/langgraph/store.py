@@ -188,7 +188,7 @@ class CrdtmemStore(BaseStore):
         texts = self._texts(puts)
         embedded: list[list[float]] = []
         if texts and self.embeddings is not None:
-            embedded = [list(v) for v in await self.embeddings.aembed_documents(texts_of(texts))]
+            embedded = [list(v) for v in await self.embeddings.aembed_documents(_texts_of(texts))]
         self._apply_puts(puts, texts, embedded)
         return results
 
@@ -207,7 +207,7 @@ class CrdtmemStore(BaseStore):
     def _embed_documents(self, texts: list[tuple[int, str, str]]) -> list[list[float]]:
         if self.embeddings is None:
             return []
-        return [list(v) for v in self.embeddings.embed_documents(texts_of(texts))]
+        return [list(v) for v in self.embeddings.embed_documents(_texts_of(texts))]
 
     # --- reads -----------------------------------------------------------------------
 
@@ -362,7 +362,7 @@ class CrdtmemStore(BaseStore):
         return len(expired)
 
 
-def texts_of(texts: Sequence[tuple[int, str, str]]) -> list[str]:
+def _texts_of(texts: Sequence[tuple[int, str, str]]) -> list[str]:
     """The texts of (put index, path, text) triples, in order."""
     return [text for _, _, text in texts]
 
