@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
+from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import (
     BaseStore,
     GetOp,
@@ -352,3 +353,26 @@ def test_two_replicas_writing_both_converge_to_the_same_results(a_first: bool) -
     assert both is not None and both.value == {"who": "b", "v": 2}  # b's write is later
     assert store_a.get(("shared",), "deleted-by-b") is None
     assert store_a.list_namespaces() == [("a", "only"), ("b", "only"), ("shared",)]
+
+
+def test_a_graph_writes_memories_another_replica_reads() -> None:
+    from_graph = Replica("agent")
+    store = CrdtmemStore(from_graph, clock=Clock())
+
+    class State(TypedDict):
+        user: str
+        fact: str
+
+    def remember(state: State, *, store: BaseStore) -> dict[str, Any]:
+        store.put(("memories", state["user"]), "latest", {"fact": state["fact"]})
+        return {}
+
+    graph = StateGraph(State)
+    graph.add_node("remember", remember)
+    graph.add_edge(START, "remember")
+    graph.add_edge("remember", END)
+    graph.compile(store=store).invoke({"user": "alice", "fact": "likes tea"})
+    other = Replica("other")
+    other.merge(from_graph.delta_since(other.version()))
+    item = CrdtmemStore(other).get(("memories", "alice"), "latest")
+    assert item is not None and item.value == {"fact": "likes tea"}
