@@ -22,7 +22,7 @@ Concurrent writers: two processes that checkpoint one thread at once (both conti
 from one checkpoint) make a fork; both branches are kept. ``get_tuple`` without a
 checkpoint id returns the newest head (greatest checkpoint id, the same on every
 replica) and names the other heads in ``metadata["crdtmem_forks"]``; ``heads`` lists
-them, and a WARNING is logged once per discarded-from-view head. A fork is never
+them, and a WARNING is logged once for each head not returned. A fork is never
 silent; ``discard_head`` drops a branch that should not be continued.
 """
 
