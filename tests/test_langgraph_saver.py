@@ -517,3 +517,20 @@ def test_two_processes_running_one_thread_fork_visibly_and_agree_on_the_head() -
     assert result["log"][-1] == "next" and result["log"][0] == "first"
     sync(a, b)
     assert len(CrdtmemSaver(a).heads(config)) == 2
+
+
+def test_each_checkpoint_and_each_tasks_writes_is_one_update() -> None:
+    replica = Replica("atomic")
+    saver = CrdtmemSaver(replica)
+
+    def updates() -> int:
+        return replica.version().get(replica.writer_id, 0)
+
+    stored = put(saver, "t", values={"a": 1, "b": [1, 2], "c": "x"})
+    assert updates() == 1
+    saver.put_writes(stored, [("a", 2), ("b", [3]), ("c", "y")], "task-1")
+    assert updates() == 2
+    saver.put_writes(stored, [("a", 2)], "task-1")  # already stored: nothing to write
+    assert updates() == 2
+    put(saver, "t", stored, {"a": 2}, step=1)
+    assert updates() == 3

@@ -376,3 +376,20 @@ def test_a_graph_writes_memories_another_replica_reads() -> None:
     other.merge(from_graph.delta_since(other.version()))
     item = CrdtmemStore(other).get(("memories", "alice"), "latest")
     assert item is not None and item.value == {"fact": "likes tea"}
+
+
+def test_each_put_is_one_update() -> None:
+    replica = Replica("atomic")
+    index: IndexConfig = {"dims": DIMS, "embed": embed}
+    store = CrdtmemStore(replica, index=index, clock=Clock())
+
+    def updates() -> int:
+        return replica.version().get(replica.writer_id, 0)
+
+    store.batch([PutOp(("a",), "1", {"text": "abc"}), PutOp(("b", "c"), "2", {"text": "g"})])
+    assert updates() == 2
+    store.put(("a",), "1", {"text": "abcd"}, ttl=5.0)
+    assert updates() == 3
+    store.delete(("a",), "1")
+    store.delete(("a",), "1")  # not there any more: nothing to write
+    assert updates() == 4
