@@ -413,7 +413,7 @@ def fan_out(state_type: Any) -> Any:
                 update["steps"] = 1
             return update
 
-        graph.add_node(name, node)  # type: ignore[type-var]
+        graph.add_node(name, node)  # type: ignore[type-var, unused-ignore]
         graph.add_edge(START, name)
         graph.add_edge(name, END)
     return graph
