@@ -901,9 +901,11 @@ class Replica:
         an in-memory replica."""
         with self._lock:
             if self._storage is not None:
-                self._storage.close()
-                self._storage = None
+                storage, self._storage = self._storage, None
                 self._closed = True
+                # (closed even if flushing fails, e.g. on a full disk: the folder is
+                # released, and reads as killed rather than closed, which is safe)
+                storage.close()
 
     def _note_clash(self, name: str, tags: Iterable[int]) -> None:
         """Two replicas created field ``name`` with different types. Both states are

@@ -441,3 +441,22 @@ def test_updates_waiting_for_a_writer_stop_waiting_once_it_can_no_longer_be_admi
     c.merge(counter_update("m1", 1))
     c.merge(counter_update("m2", 1))  # the table is full: z will never be admitted
     assert c.version()["b"] == 2 and c.stats()["buffered_updates"] == 0
+
+
+def test_a_close_that_cannot_write_its_clean_mark_still_releases_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = str(tmp_path / "a")
+    a = Replica("a", path=folder)
+    a.counter("c").increment()
+
+    def full(target: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("crdtmem.storage.write_atomically", full)
+    with pytest.raises(OSError):
+        a.close()
+    monkeypatch.undo()
+    again = Replica("a", path=folder)  # not locked; the same boot: the same life
+    assert again.writer_id == a.writer_id and again.counter("c").value == 1
+    again.close()
