@@ -37,7 +37,7 @@ from crdtmem.causality import dominates
 from crdtmem.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from crdtmem.checkpoints import Checkpoint, CheckpointStore, View
 from crdtmem.codec import detach
-from crdtmem.collector import HOLDS_LISTS, Collector, list_sizes
+from crdtmem.collector import HOLDS_LISTS, Collector, holds_collected, list_sizes
 from crdtmem.crdt import CRDT, Writer, crdt_type
 from crdtmem.errors import DecodeError, ReplicaClosed, ReplicaLeft, StorageError, TypeMismatch
 from crdtmem.fields import (
@@ -518,6 +518,7 @@ class Replica:
         stable = check_version(stable)
         collected = 0
         with self._lock:
+            self._updates.collected_upto(stable)
             ready = self._collector.pop_stable(stable, self._updates.forgotten)
             for path, ids in ready.items():
                 state = self._state_at(path)
@@ -746,9 +747,12 @@ class Replica:
         if not self._updates.brings_news(state.vector):
             return
         joined: builtins.list[tuple[Path, CRDT]] = []
+        collected = False
         for name, incoming in state.fields.items():
             entries = self._fields.setdefault(name, {})
             for tag, joining in incoming.items():
+                if tag in HOLDS_LISTS and not collected:
+                    collected = holds_collected(joining)
                 current = entries.get(tag)
                 if current is None:
                     if entries:
@@ -761,6 +765,9 @@ class Replica:
             if self._subscribers:
                 events.append(ChangeEvent(name, name_of(state.sender), False))
         self._updates.advance(state.vector)
+        if collected:
+            # (what the sender collected was stable there, so within this vector)
+            self._updates.collected_upto(state.vector)
         self._collector.add_joined(dict(self._updates.version), joined)
 
     def _replay(self, storage: Storage) -> None:
