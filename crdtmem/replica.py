@@ -462,7 +462,7 @@ class Replica:
         more of this replica's own updates than it made, and updates of its own writer
         id that it never made, dropped), ``reapplied_updates``
         (updates applied although the version counted them, because only a joined
-        state claimed them), ``unpersisted_updates`` (received updates, or states, not
+        state claimed them; list updates only above what may have been collected), ``unpersisted_updates`` (received updates, or states, not
         applied because they could not be stored).
         """
         with self._lock:
