@@ -460,10 +460,10 @@ class Replica:
         ``refused_origins`` (updates and state entries of new writer ids refused past
         ``crdtmem.updatelog.MAX_ORIGINS``), ``false_claims`` (states refused for claiming
         more of this replica's own updates than it made, and updates of its own writer
-        id that it never made, dropped), ``reapplied_updates``
-        (updates applied although the version counted them, because only a joined
-        state claimed them; list updates only above what may have been collected), ``unpersisted_updates`` (received updates, or states, not
-        applied because they could not be stored).
+        id that it never made, dropped), ``reapplied_updates`` (updates applied
+        although the version counted them, because only a joined state claimed them;
+        list updates only above what may have been collected), ``unpersisted_updates``
+        (received updates, or states, not applied because they could not be stored).
         """
         with self._lock:
             updates = self._updates
