@@ -157,9 +157,9 @@ def deleted_elements(delta: CRDT, path: Path) -> Iterable[tuple[Path, list[Any]]
 def holds_list(delta: CRDT) -> bool:
     """Whether a delta holds list content (a list, or a map with one at any depth).
 
-    Such an update must never be applied twice: once its deletes are causally stable,
-    its elements may be collected (here, or in a state joined since), and applying its
-    insert again would bring a collected element back on this replica only.
+    Such an update must not be applied again once its elements may have been collected
+    (here, or in a state joined since): its insert would bring a collected element back
+    on this replica only.
     """
     if isinstance(delta, RGA):
         return True
@@ -167,6 +167,19 @@ def holds_list(delta: CRDT) -> bool:
         return any(
             tag in HOLDS_LISTS and holds_list(nested)
             for by_tag in delta.fields.values()
+            for tag, nested in by_tag.items()
+        )
+    return False
+
+
+def holds_collected(state: CRDT) -> bool:
+    """Whether a state holds markers of collected list elements (at any depth)."""
+    if isinstance(state, RGA):
+        return state.markers > 0
+    if isinstance(state, ORMap):
+        return any(
+            tag in HOLDS_LISTS and holds_collected(nested)
+            for by_tag in state.fields.values()
             for tag, nested in by_tag.items()
         )
     return False

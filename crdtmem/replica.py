@@ -37,7 +37,7 @@ from crdtmem.causality import dominates
 from crdtmem.checkpoints import FOLDER as CHECKPOINT_FOLDER
 from crdtmem.checkpoints import Checkpoint, CheckpointStore, View
 from crdtmem.codec import detach
-from crdtmem.collector import HOLDS_LISTS, Collector, list_sizes
+from crdtmem.collector import HOLDS_LISTS, Collector, holds_collected, list_sizes
 from crdtmem.crdt import CRDT, Writer, crdt_type
 from crdtmem.errors import DecodeError, ReplicaClosed, ReplicaLeft, StorageError, TypeMismatch
 from crdtmem.fields import (
@@ -460,10 +460,10 @@ class Replica:
         ``refused_origins`` (updates and state entries of new writer ids refused past
         ``crdtmem.updatelog.MAX_ORIGINS``), ``false_claims`` (states refused for claiming
         more of this replica's own updates than it made, and updates of its own writer
-        id that it never made, dropped), ``reapplied_updates``
-        (updates applied although the version counted them, because only a joined
-        state claimed them), ``unpersisted_updates`` (received updates, or states, not
-        applied because they could not be stored).
+        id that it never made, dropped), ``reapplied_updates`` (updates applied
+        although the version counted them, because only a joined state claimed them;
+        list updates only above what may have been collected), ``unpersisted_updates``
+        (received updates, or states, not applied because they could not be stored).
         """
         with self._lock:
             updates = self._updates
@@ -518,6 +518,7 @@ class Replica:
         stable = check_version(stable)
         collected = 0
         with self._lock:
+            self._updates.collected_upto(stable)
             ready = self._collector.pop_stable(stable, self._updates.forgotten)
             for path, ids in ready.items():
                 state = self._state_at(path)
@@ -746,9 +747,12 @@ class Replica:
         if not self._updates.brings_news(state.vector):
             return
         joined: builtins.list[tuple[Path, CRDT]] = []
+        collected = False
         for name, incoming in state.fields.items():
             entries = self._fields.setdefault(name, {})
             for tag, joining in incoming.items():
+                if tag in HOLDS_LISTS and not collected:
+                    collected = holds_collected(joining)
                 current = entries.get(tag)
                 if current is None:
                     if entries:
@@ -761,6 +765,9 @@ class Replica:
             if self._subscribers:
                 events.append(ChangeEvent(name, name_of(state.sender), False))
         self._updates.advance(state.vector)
+        if collected:
+            # (what the sender collected was stable there, so within this vector)
+            self._updates.collected_upto(state.vector)
         self._collector.add_joined(dict(self._updates.version), joined)
 
     def _replay(self, storage: Storage) -> None:
@@ -901,9 +908,11 @@ class Replica:
         an in-memory replica."""
         with self._lock:
             if self._storage is not None:
-                self._storage.close()
-                self._storage = None
+                storage, self._storage = self._storage, None
                 self._closed = True
+                # (closed even if flushing fails, e.g. on a full disk: the folder is
+                # released, and reads as killed rather than closed, which is safe)
+                storage.close()
 
     def _note_clash(self, name: str, tags: Iterable[int]) -> None:
         """Two replicas created field ``name`` with different types. Both states are

@@ -318,19 +318,23 @@ class Storage:
     def close(self) -> None:
         """Flush the log, mark the folder cleanly closed (when it was opened for a life:
         :meth:`start_incarnation`) and release the lock."""
-        if self._fd >= 0:
-            try:
-                if self._torn_at is not None:
-                    os.ftruncate(self._fd, self._torn_at)
-                os.fsync(self._fd)  # (the clean mark must not outlive the records)
-                if self._started:
-                    self._write_manifest(clean=True)
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        try:
+            if self._fd >= 0:
+                try:
+                    if self._torn_at is not None:
+                        os.ftruncate(self._fd, self._torn_at)
+                    os.fsync(self._fd)  # (the clean mark must not outlive the records)
+                    if self._started:
+                        self._write_manifest(clean=True)
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
+        finally:
+            # (released even when the clean mark cannot be written, e.g. on a full
+            # disk: the folder then reads as killed, not closed, which is safe)
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
 
     # --- reading -------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class UpdateLog:
         "dropped_early",
         "false_claims",
         "forgotten",
+        "list_floor",
         "logs",
         "own",
         "own_log",
@@ -155,9 +156,16 @@ class UpdateLog:
         # dropped as duplicates, since the claim may have been a lie (joins are
         # idempotent, so an honest claim costs a re-application only). One interval
         # per origin (the hull of every such range), shrinking from either end as
-        # those updates arrive. Updates holding list content are the exception: they
-        # are never applied twice (``collector.holds_list``).
+        # those updates arrive. Updates holding list content are applied again only
+        # past ``list_floor``: the highest seq, per origin, at or below which list
+        # elements may have been collected (``collector.holds_list``), since applying
+        # an insert again would bring a collected element back. Collection here at a
+        # causally stable version raises it to that version (an element inserted by
+        # update seq of an origin is collected only once its delete is stable, which
+        # needs stable[origin] >= seq); joining a state that holds collected elements
+        # raises it to that state's version (its sender's stable version was below).
         self.unverified: dict[str, tuple[int, int]] = {}
+        self.list_floor: dict[str, int] = {}
         # Replicas that left the group: the last of their updates accepted, and those
         # whose entries were then dropped from version vectors and logs.
         self.retired: dict[str, int] = {}
@@ -278,14 +286,8 @@ class UpdateLog:
         try:
             while self._overtaken:
                 origin, seq, entry = self._overtaken[-1]
-                span = self.unverified.get(origin)
                 update = self._decode(origin, seq, entry)
-                if (
-                    span is not None
-                    and span[0] < seq <= span[1]
-                    and update is not None
-                    and not holds_list(update.delta)
-                ):
+                if update is not None and self._reapplies(update):
                     self._reapply(update, entry, apply, applied)  # (kept if this fails)
                 self._overtaken.pop()
             changed = self._changed
@@ -354,8 +356,7 @@ class UpdateLog:
         seq = update.seq
         count = self.version.get(origin, 0)
         if seq <= count:
-            span = self.unverified.get(origin)
-            if span is not None and span[0] < seq <= span[1] and not holds_list(update.delta):
+            if self._reapplies(update):
                 self._reapply(update, None, apply, applied)
             return
         if self.retired and seq > self.retired.get(origin, seq):
@@ -461,6 +462,15 @@ class UpdateLog:
         if update.origin in self._blocked:
             self._changed[update.origin] = None
 
+    def _reapplies(self, update: Update) -> bool:
+        """Whether an update the version already counts is applied again: it lies in
+        its origin's unverified range, and past the list floor if it holds a list."""
+        span = self.unverified.get(update.origin)
+        if span is None or not span[0] < update.seq <= span[1]:
+            return False
+        floor = self.list_floor.get(update.origin)
+        return floor is None or update.seq > floor or not holds_list(update.delta)
+
     def _reapply(
         self, update: Update, entry: LogEntry | None, apply: Apply, applied: list[Update]
     ) -> None:
@@ -481,6 +491,16 @@ class UpdateLog:
             self.unverified[origin] = (lo, hi)
         else:
             del self.unverified[origin]
+            self.list_floor.pop(origin, None)
+
+    def collected_upto(self, stable: Mapping[str, int]) -> None:
+        """List elements were (or may have been) collected at version ``stable``: no
+        list update up to it is applied again."""
+        floors = self.list_floor
+        for origin in self.unverified:
+            upto = stable.get(origin, 0)
+            if upto > floors.get(origin, 0):
+                floors[origin] = upto
 
     # --- full states ----------------------------------------------------------------------
 
@@ -684,6 +704,7 @@ class UpdateLog:
         self.logs.pop(replica_id, None)
         self.starts.pop(replica_id, None)
         self.unverified.pop(replica_id, None)
+        self.list_floor.pop(replica_id, None)
         self._drop_buffer(replica_id)
         self._changed[replica_id] = None  # (what waited for it counts its bar now)
         self._local_deps = None

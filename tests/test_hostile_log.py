@@ -114,18 +114,54 @@ def test_updates_buffered_when_a_lying_state_overtakes_them_are_applied() -> Non
     assert c.stats()["reapplied_updates"] == 2
 
 
-def test_list_updates_are_never_applied_twice() -> None:
-    """A list update could bring back an element collected since (here or in a joined
-    state), so a lie still costs, at the nodes that took it, a list's updates in the
-    claimed range: the documented exception."""
+def test_a_lie_costs_no_list_writes_while_nothing_was_collected() -> None:
+    x, c = Replica("x"), Replica("c")
+    x.list("l").append(1)
+    x.map("m").list("inner").append("a")
+    sync(c, x)
+    seen = c.version()
+    x.list("l").append(2)
+    x.map("m").list("inner").append("b")
+    c.merge(lying_state("liar", {x.writer_id: 50}))
+    c.merge(x.delta_since(seen))
+    assert c.value() == x.value() and c.stats()["reapplied_updates"] == 2
+
+
+def test_list_updates_are_not_applied_again_at_or_below_a_collection() -> None:
+    """Applying a list update again could bring back an element collected since (here,
+    or in a state joined since), so a list update in the claimed range is applied again
+    only above the last collection's stable version: the documented exception."""
     x, c = Replica("x"), Replica("c")
     x.list("l").append(1)
     sync(c, x)
     seen = c.version()
     x.list("l").append(2)
+    x.counter("n").increment()
     c.merge(lying_state("liar", {x.writer_id: 50}))
+    c.collect_garbage({x.writer_id: 10, c.writer_id: 0})  # (as if 10 were stable)
     c.merge(x.delta_since(seen))
-    assert c.list("l").value == [1] and c.stats()["reapplied_updates"] == 0
+    assert c.list("l").value == [1] and c.counter("n").value == 1
+    assert c.stats()["reapplied_updates"] == 1
+
+
+def test_a_state_holding_collected_elements_sets_the_list_floor() -> None:
+    x, d, c = Replica("x"), Replica("d"), Replica("c")
+    x.list("l").append(1)
+    sync(c, x)
+    seen = c.version()
+    x.list("l").append(2)  # x's update 2 inserts 2 ...
+    x.list("l").delete(1)  # ... and update 3 deletes it
+    c.merge(lying_state("liar", {x.writer_id: 50}))
+    sync(d, x)
+    assert d.collect_garbage(d.version()) == 1  # d collects 2, then writes and
+    d.counter("n").increment()  # trims its log: c gets d's state, markers and all
+    d.compact_log(d.version())
+    c.merge(d.delta_since(c.version()))
+    assert c.list("l").value == [1]
+    insert, _ = x.delta_chunk(seen, max_bytes=1)  # x's update 2 again, alone:
+    c.merge(insert)  # applying it again would bring 2 back
+    assert c.list("l").value == d.list("l").value == [1]
+    assert c.stats()["reapplied_updates"] == 0
 
 
 def test_reapplied_updates_are_stored_and_replayed(tmp_path: Path) -> None:
@@ -441,3 +477,22 @@ def test_updates_waiting_for_a_writer_stop_waiting_once_it_can_no_longer_be_admi
     c.merge(counter_update("m1", 1))
     c.merge(counter_update("m2", 1))  # the table is full: z will never be admitted
     assert c.version()["b"] == 2 and c.stats()["buffered_updates"] == 0
+
+
+def test_a_close_that_cannot_write_its_clean_mark_still_releases_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = str(tmp_path / "a")
+    a = Replica("a", path=folder)
+    a.counter("c").increment()
+
+    def full(target: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("crdtmem.storage.write_atomically", full)
+    with pytest.raises(OSError):
+        a.close()
+    monkeypatch.undo()
+    again = Replica("a", path=folder)  # not locked; the same boot: the same life
+    assert again.writer_id == a.writer_id and again.counter("c").value == 1
+    again.close()
