@@ -523,6 +523,29 @@ def test_a_frame_that_raises_in_a_running_driver_leaves_it_running() -> None:
         assert gb.stats["handler_errors"] >= 1 and gb.health == "running"
 
 
+@pytest.mark.asyncio
+async def test_a_frame_that_raises_in_a_running_async_driver_leaves_it_running() -> None:
+    addr_a, addr_b = addresses(2)
+    a, b = Replica("a"), Replica("b")
+    merge = b.merge
+    failures = {"left": 3}
+
+    def flaky(message: bytes) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StorageError("no space left on device")
+        merge(message)
+
+    b.merge = flaky  # type: ignore[method-assign]
+    ga = AsyncZmqGossip(a, bind=addr_a, peers=[addr_b], interval=0.05, dead_after=0.5)
+    gb = AsyncZmqGossip(b, bind=addr_b, peers=[addr_a], interval=0.05, dead_after=0.5)
+    async with ga, gb:
+        for _ in range(5):
+            a.counter("c").increment()
+        assert await until(lambda: b.counter("c").value == 5, 30)
+        assert gb.stats["unpersisted"] >= 1 and gb.health == "running"
+
+
 def test_one_digest_naming_1000_addresses_under_ulimit_1024(tmp_path: Path) -> None:
     """Seen-item 2, in a process of its own with ``RLIMIT_NOFILE`` at 1024."""
     script = textwrap.dedent(
