@@ -264,6 +264,18 @@ def test_learned_addresses_are_bounded_and_count_only_once_they_answered() -> No
     assert set(a.peers) == {"B", "C", more[-1]}
 
 
+def test_a_flood_of_made_up_senders_gets_a_few_answers_per_round() -> None:
+    a = GossipNode(Replica("a"), "A", peers=["B"])
+    answered = set()
+    for i in range(100):
+        sender = f"tcp://127.0.0.1:{50000 + i}"
+        answered |= {f.peer for f in a.receive(digest(sender, f"s{i}", {}, None), 0.0)}
+    assert len(answered) == MAX_PROBES_PER_ROUND  # the others wait for the rounds' probes
+    a.tick(0.0)
+    late = a.receive(digest("tcp://127.0.0.1:60000", "late", {}, None), 0.1)
+    assert [f.peer for f in late] == ["tcp://127.0.0.1:60000"]  # a new round: answered
+
+
 def test_unverified_ttl_follows_the_timing_settings() -> None:
     assert GossipConfig().unverified_ttl == 32.0  # 4 x the 8 s backoff cap
     assert GossipConfig(dead_after=20.0).unverified_ttl == 80.0
