@@ -367,6 +367,8 @@ class GossipNode:
         self._learned: set[str] = set()
         self._unanswered: dict[str, None] = {}
         self._probe_round = 0
+        # A lower bound of this replica's own update count (see _check_claims).
+        self._own_made = 0
         # Answers to unanswered addresses left this round (see _answer).
         self._answers_left = MAX_PROBES_PER_ROUND
         self._warned_closed = False
@@ -690,10 +692,11 @@ class GossipNode:
         directly (by their digests' peer lists; a peer whose list is not known yet is
         left to anti-entropy). Anything lost that way is repaired by the next digest."""
         ours = self.replica.version()
-        members = self._members_now()
-        addresses = {p.replica_id: p.address for p in members if p.replica_id}
+        addresses = {
+            p.replica_id: p.address for p in self.peers.values() if p.replica_id and p.counts
+        }
         frames: list[Frame] = []
-        for peer in members:
+        for peer in self.peers.values():
             limit = self._silence_limit()
             if peer is sender or not peer.peers or not peer.counts or not peer.alive(now, limit):
                 continue
@@ -995,7 +998,12 @@ class GossipNode:
         from the start of its log (or a full state), which the peer applies again."""
         own = self._own_writer()
         claimed = version.get(own, 0)
-        if claimed <= self.replica.version().get(own, 0):
+        # This replica's own count only grows: the last one read bounds it from below,
+        # so the version is read (a copy) only when a claim passes that.
+        if claimed <= self._own_made:
+            return version
+        self._own_made = self.replica.version().get(own, 0)
+        if claimed <= self._own_made:
             return version
         self.stats["false_claims"] += 1
         self._log_rejected(
