@@ -332,6 +332,7 @@ def test_peers_learned_through_a_seed_answer_and_join_fast_in_the_simulator() ->
     assert net.run_until_converged(timeout=30)
     net.run_for(5)
     assert all(net.replica(n).stats()["list_tombstones"] == 0 for n in net.nodes)
+    assert all(node.gossip.stats["false_claims"] == 0 for node in net.nodes.values())
 
 
 def test_a_full_disk_on_the_receiving_side_is_survived_and_repaired_in_the_simulator() -> None:
