@@ -132,7 +132,8 @@ MAX_OPEN_PEERS: Final = 256
 UNVERIFIED_PEER_TTL: Final = 30.0
 # Unanswered addresses digested (so dialled) per round, in turn, besides the members'
 # usual fanout: dialling costs a socket, and made-up addresses must not crowd the
-# members' digests out of a round.
+# members' digests out of a round. As many frames per round may answer one at once (a
+# joiner's first digest is answered at once; a flood of made-up senders is not).
 MAX_PROBES_PER_ROUND: Final = 8
 # Silent peers are re-probed at most this often (or every interval, if that is longer):
 # a peer back from a partition waits no longer than this for its first digest.
@@ -366,6 +367,10 @@ class GossipNode:
         self._learned: set[str] = set()
         self._unanswered: dict[str, None] = {}
         self._probe_round = 0
+        # A lower bound of this replica's own update count (see _check_claims).
+        self._own_made = 0
+        # Answers to unanswered addresses left this round (see _answer).
+        self._answers_left = MAX_PROBES_PER_ROUND
         self._warned_closed = False
         # Addresses of retired replicas: not learned again from peer lists (a peer that
         # has not heard of the retirement yet still names them), only by direct contact.
@@ -687,10 +692,11 @@ class GossipNode:
         directly (by their digests' peer lists; a peer whose list is not known yet is
         left to anti-entropy). Anything lost that way is repaired by the next digest."""
         ours = self.replica.version()
-        members = self._members_now()
-        addresses = {p.replica_id: p.address for p in members if p.replica_id}
+        addresses = {
+            p.replica_id: p.address for p in self.peers.values() if p.replica_id and p.counts
+        }
         frames: list[Frame] = []
-        for peer in members:
+        for peer in self.peers.values():
             limit = self._silence_limit()
             if peer is sender or not peer.peers or not peer.counts or not peer.alive(now, limit):
                 continue
@@ -772,6 +778,7 @@ class GossipNode:
             return []
         self.next_sync = now + self.interval
         self._drop_unanswered(now)
+        self._answers_left = MAX_PROBES_PER_ROUND
         try:
             if self.retire_after is not None:
                 self._retire_silent(now, self.retire_after)
@@ -952,13 +959,24 @@ class GossipNode:
             frames = self._push(peer, now)
             if first or not dominates(self.replica.version(), version):
                 frames.append(self._frame(peer, SYNC))
-            return frames
+            return self._answer(peer, frames)
         join_into(peer.known, version)  # a PUSH or ACK: the sender has this much
         frames = []
         if kind == PUSH:
             frames = [self._frame(peer, ACK), *self._relay(now, peer)]
         if first:
             frames += [*self._push(peer, now), self._frame(peer, SYNC)]
+        return self._answer(peer, frames)
+
+    def _answer(self, peer: PeerState, frames: list[Frame]) -> list[Frame]:
+        """``frames``, unless they answer an address that has not answered yet and this
+        round's MAX_PROBES_PER_ROUND such answers are spent: each dials the address,
+        and frames may name a new made-up sender each. The round's probes reach it."""
+        if peer.counts or not any(f.peer == peer.address for f in frames):
+            return frames
+        if self._answers_left <= 0:
+            return [f for f in frames if f.peer != peer.address]
+        self._answers_left -= 1
         return frames
 
     def _merge(self, payload: bytes, now: float) -> None:
@@ -980,7 +998,12 @@ class GossipNode:
         from the start of its log (or a full state), which the peer applies again."""
         own = self._own_writer()
         claimed = version.get(own, 0)
-        if claimed <= self.replica.version().get(own, 0):
+        # This replica's own count only grows: the last one read bounds it from below,
+        # so the version is read (a copy) only when a claim passes that.
+        if claimed <= self._own_made:
+            return version
+        self._own_made = self.replica.version().get(own, 0)
+        if claimed <= self._own_made:
             return version
         self.stats["false_claims"] += 1
         self._log_rejected(

@@ -264,6 +264,18 @@ def test_learned_addresses_are_bounded_and_count_only_once_they_answered() -> No
     assert set(a.peers) == {"B", "C", more[-1]}
 
 
+def test_a_flood_of_made_up_senders_gets_a_few_answers_per_round() -> None:
+    a = GossipNode(Replica("a"), "A", peers=["B"])
+    answered = set()
+    for i in range(100):
+        sender = f"tcp://127.0.0.1:{50000 + i}"
+        answered |= {f.peer for f in a.receive(digest(sender, f"s{i}", {}, None), 0.0)}
+    assert len(answered) == MAX_PROBES_PER_ROUND  # the others wait for the rounds' probes
+    a.tick(0.0)
+    late = a.receive(digest("tcp://127.0.0.1:60000", "late", {}, None), 0.1)
+    assert [f.peer for f in late] == ["tcp://127.0.0.1:60000"]  # a new round: answered
+
+
 def test_unverified_ttl_follows_the_timing_settings() -> None:
     assert GossipConfig().unverified_ttl == 32.0  # 4 x the 8 s backoff cap
     assert GossipConfig(dead_after=20.0).unverified_ttl == 80.0
@@ -320,6 +332,7 @@ def test_peers_learned_through_a_seed_answer_and_join_fast_in_the_simulator() ->
     assert net.run_until_converged(timeout=30)
     net.run_for(5)
     assert all(net.replica(n).stats()["list_tombstones"] == 0 for n in net.nodes)
+    assert all(node.gossip.stats["false_claims"] == 0 for node in net.nodes.values())
 
 
 def test_a_full_disk_on_the_receiving_side_is_survived_and_repaired_in_the_simulator() -> None:
@@ -521,6 +534,29 @@ def test_a_frame_that_raises_in_a_running_driver_leaves_it_running() -> None:
             a.counter("c").increment()
         assert _wait_until(lambda: b.counter("c").value == 5, 30)
         assert gb.stats["handler_errors"] >= 1 and gb.health == "running"
+
+
+@pytest.mark.asyncio
+async def test_a_frame_that_raises_in_a_running_async_driver_leaves_it_running() -> None:
+    addr_a, addr_b = addresses(2)
+    a, b = Replica("a"), Replica("b")
+    merge = b.merge
+    failures = {"left": 3}
+
+    def flaky(message: bytes) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StorageError("no space left on device")
+        merge(message)
+
+    b.merge = flaky  # type: ignore[method-assign]
+    ga = AsyncZmqGossip(a, bind=addr_a, peers=[addr_b], interval=0.05, dead_after=0.5)
+    gb = AsyncZmqGossip(b, bind=addr_b, peers=[addr_a], interval=0.05, dead_after=0.5)
+    async with ga, gb:
+        for _ in range(5):
+            a.counter("c").increment()
+        assert await until(lambda: b.counter("c").value == 5, 30)
+        assert gb.stats["unpersisted"] >= 1 and gb.health == "running"
 
 
 def test_one_digest_naming_1000_addresses_under_ulimit_1024(tmp_path: Path) -> None:
