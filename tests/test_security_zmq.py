@@ -5,6 +5,7 @@ deadline; every socket and context a test opens is closed by it."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,14 @@ import pytest
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+import transport
 from crdtmem.keys import Identity, load_identity, load_trusted, write_key_pair
 from transport.security import (
+    MIN_LIBZMQ,
     Gate,
     PeerKeys,
     Source,
+    check_libzmq,
     dial_curve,
     drop_connections,
     parse_peer,
@@ -376,3 +380,24 @@ def test_peer_keys_bindings(ids: dict[str, Identity], tmp_path: Path) -> None:
         parse_peer("../x@tcp://127.0.0.1:5555")
     with pytest.raises(ValueError):
         parse_peer("researcher@tcp://127.0.0.1:99999")
+
+
+@pytest.mark.parametrize("version", ["4.3.2", "4.2.5", "3.2.6", "4.3", "garbage", ""])
+def test_old_libzmq_is_refused(version: str) -> None:
+    with pytest.raises(ImportError, match=r"CVE-2019-13132 and CVE-2020-15166"):
+        check_libzmq(version)
+
+
+def test_libzmq_here_is_new_enough() -> None:
+    assert check_libzmq() >= MIN_LIBZMQ
+    assert check_libzmq("4.3.3") == (4, 3, 3)
+    assert check_libzmq("5.0.0") == (5, 0, 0)
+
+
+def test_import_of_transport_refuses_an_old_libzmq(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zmq, "zmq_version", lambda: "4.3.2")
+    with pytest.raises(ImportError, match=r"libzmq 4\.3\.2 is too old"):
+        importlib.reload(transport)
+    monkeypatch.undo()
+    importlib.reload(transport)  # the package is whole again for the other tests
+    assert transport.ZmqGossip is transport.zmq_gossip.ZmqGossip

@@ -86,7 +86,34 @@ DOMAIN_PREFIX: Final = "crdtmem-"
 REBIND_ATTEMPTS: Final = 200
 REBIND_PAUSE: Final = 0.01
 
+# libzmq 4.3.2 fixed CVE-2019-13132 (a remote stack overflow in a CURVE server, before
+# authentication); 4.3.3 fixed CVE-2020-15166 (unauthenticated clients exhausting a
+# server's memory, with or without CURVE). Older libzmq is refused at import.
+MIN_LIBZMQ: Final = (4, 3, 3)
+
 S = TypeVar("S", bound=zmq.Socket[Any])
+
+
+def check_libzmq(version: str | None = None) -> tuple[int, ...]:
+    """The libzmq version (``zmq.zmq_version()`` unless ``version`` is given), as a
+    tuple, if it carries the fixes for CVE-2019-13132 and CVE-2020-15166.
+
+    Raises:
+        ImportError: an older or unreadable version (``import transport`` calls this).
+    """
+    found = zmq.zmq_version() if version is None else version
+    try:
+        parts = tuple(int(part) for part in found.split("."))
+    except ValueError:
+        parts = ()
+    if not parts or parts < MIN_LIBZMQ:
+        wanted = ".".join(map(str, MIN_LIBZMQ))
+        raise ImportError(
+            f"libzmq {found} is too old: crdtmem needs libzmq {wanted} or newer, which fixes "
+            "CVE-2019-13132 and CVE-2020-15166. Upgrade pyzmq (its wheels bundle a recent "
+            "libzmq) or the system libzmq it was built against"
+        )
+    return parts
 
 
 def _reversed(trusted: Mapping[str, bytes]) -> dict[bytes, str]:
