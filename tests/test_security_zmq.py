@@ -201,6 +201,39 @@ def test_strangers_deliver_nothing(
         assert gate.refused >= 1  # the gate saw the key and refused it
 
 
+def test_a_wrong_server_key_fails_on_the_client_and_a_right_one_succeeds(
+    context: zmq.Context[Any], ids: dict[str, Identity], server: tuple[Server, Gate]
+) -> None:
+    """Dialling a peer given without a name: each trusted key in turn. A key that is not
+    the server's fails the handshake (the server never sees the client's key: the gate
+    is not even asked); the server's own key succeeds, and the address is then proved."""
+    srv, gate = server
+    keys = PeerKeys(trusted(ids, "researcher", "node"))
+    keys.bind("tcp://127.0.0.1:1", "node", Source.HINT)  # so the wrong key is tried first
+    tried = []
+    proved = None
+    for name, server_key in keys.candidates(srv.endpoint):
+        tried.append(name)
+        dealer = client(context, srv.endpoint, ids["analyst"], server_key)
+        monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | FAILED)
+        try:
+            assert monitor.poll(int(DEADLINE * 1000)), "no handshake outcome"
+            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                proved = name
+                offer(dealer, b"proved")
+                srv.wait(lambda: len(srv.received) == 1)
+                break
+        finally:
+            dealer.disable_monitor()
+            monitor.close(linger=0)
+            dealer.close(linger=0)
+    assert tried == ["researcher", "node"]
+    assert proved == "node" and gate.refused == 0
+    assert keys.bind(srv.endpoint, proved, Source.PROVED)
+    assert srv.received == [(b"proved", "analyst")]
+
+
 def test_a_null_server_in_the_gates_domain_is_refused(
     context: zmq.Context[Any], ids: dict[str, Identity]
 ) -> None:
@@ -374,8 +407,21 @@ def test_peer_keys_bindings(ids: dict[str, Identity], tmp_path: Path) -> None:
     keys.reload(trusted(ids, "researcher"))
     assert keys.server_key(other) is None
     assert keys.name_at(other) == "analyst"
+    assert keys.candidates(other) == []  # bound to a revoked name: not dialled at all
     keys.forget(other)
     assert keys.name_at(other) is None
+    # A peer given without a name: every trusted key, names placed elsewhere last.
+    keys.reload(load_trusted(tmp_path / "keys"))
+    unnamed = "tcp://127.0.0.1:7000"
+    assert [name for name, _ in keys.candidates(unnamed)] == [
+        "analyst",
+        "mallory",
+        "node",
+        "researcher",
+    ]
+    assert keys.bind(unnamed, "node", Source.PROVED)
+    assert not keys.bind(unnamed, "mallory", Source.FIRST_HAND)
+    assert keys.candidates(unnamed) == [("node", ids["node"].public)]
     with pytest.raises(ValueError):
         parse_peer("../x@tcp://127.0.0.1:5555")
     with pytest.raises(ValueError):

@@ -22,17 +22,20 @@ the name of a peer to an address in three ways, strongest first:
 
 1. configured: ``peers=["researcher@tcp://10.0.0.5:5555"]`` (:func:`parse_peer`), which
    nothing learned can change;
-2. first-hand: a frame whose ZeroMQ ``User-Id`` is ``researcher`` (proved by the CURVE
+2. proved: a CURVE handshake with ``researcher``'s server key succeeded at that address
+   (a peer given without a name is dialled with each trusted key in turn,
+   :meth:`PeerKeys.candidates`, until one handshake succeeds);
+3. first-hand: a frame whose ZeroMQ ``User-Id`` is ``researcher`` (proved by the CURVE
    handshake of that connection) says its sender listens at ``tcp://10.0.0.5:5555``;
-3. a hint: another peer's digest says ``researcher`` is at that address.
+4. a hint: another peer's digest says ``researcher`` is at that address.
 
-An address with no known name is not dialled. The binding is only a claim: the CURVE
-handshake then proves it, since a client dialling ``X`` with ``researcher``'s server key
-completes the handshake only if the node at ``X`` holds ``researcher``'s secret key. So
-a wrong binding (a misbehaving member lying about an address) cannot make a node send to
-an impostor or read anything; at worst that node cannot reach the address until the
-binding is corrected (the next first-hand claim replaces it, and a configured name
-cannot be replaced at all). One shared group server key was rejected: every member would
+Every binding but a proved one is only a claim, and the CURVE handshake checks it: a
+client dialling ``X`` with ``researcher``'s server key completes the handshake only if
+the node at ``X`` holds ``researcher``'s secret key. So a wrong binding (a misbehaving
+member lying about an address) cannot make a node send to an impostor or read
+anything; at worst that node cannot reach the address until the binding is corrected
+(a failed dial should :meth:`PeerKeys.forget` it; a configured name is never replaced).
+One shared group server key was rejected: every member would
 hold the secret of every node's server, so revoking one member would mean re-keying
 the whole group. Each node's ROUTER therefore uses the node's own key pair.
 
@@ -345,7 +348,8 @@ class Source(IntEnum):
 
     HINT = 1
     FIRST_HAND = 2
-    CONFIGURED = 3
+    PROVED = 3  # a CURVE handshake with this name's server key succeeded at the address
+    CONFIGURED = 4
 
 
 @dataclass(frozen=True)
@@ -407,3 +411,20 @@ class PeerKeys:
         it, or its name is not trusted (revoked): do not dial it."""
         name = self.name_at(address)
         return self._trusted.get(name) if name is not None else None
+
+    def candidates(self, address: str) -> list[tuple[str, bytes]]:
+        """The (name, server key) pairs to try at ``address``, in order: the bound one
+        alone if its name is trusted; none if it is bound to a name no longer trusted;
+        else (an address given without a name) every trusted key, names not yet bound to
+        any address first. Dial with one at a time; on a successful handshake
+        :meth:`bind` the address with :attr:`Source.PROVED`. Trying a wrong key is safe:
+        a CURVE client shows its long-term key only after the server proved it holds the
+        secret of the key dialled, so a wrong server learns nothing; it costs one round
+        trip per key."""
+        current = self._bindings.get(address)
+        if current is not None:
+            key = self._trusted.get(current.name)
+            return [(current.name, key)] if key is not None else []
+        placed = {binding.name for binding in self._bindings.values()}
+        order = sorted(self._trusted, key=lambda name: (name in placed, name))
+        return [(name, self._trusted[name]) for name in order]
