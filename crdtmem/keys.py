@@ -69,6 +69,9 @@ FOLDER_MODE: Final = 0o700
 # Names double as file names: no separator, no leading dot (hidden files, "..") or dash
 # (options to a shell command).
 _NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+# O_NONBLOCK: opening a FIFO planted where a key should be returns at once (and is then
+# refused as not a regular file) instead of waiting for a writer; no effect on files.
+_READ_FLAGS: Final = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
 _PUBLIC_FIELDS: Final = frozenset({"crdtmem-key", "name", "public-key"})
 _SECRET_FIELDS: Final = _PUBLIC_FIELDS | {"secret-key"}
 
@@ -180,7 +183,7 @@ def load_identity(path: str | os.PathLike[str]) -> Identity:
         OSError: the file cannot be read.
     """
     where = Path(path)
-    fd = os.open(where, os.O_RDONLY)
+    fd = os.open(where, _READ_FLAGS)
     try:
         info = os.fstat(fd)  # of the file opened, not of a path that may be swapped
         if not stat.S_ISREG(info.st_mode):
@@ -210,7 +213,7 @@ def load_public(path: str | os.PathLike[str]) -> tuple[str, bytes]:
         OSError: the file cannot be read.
     """
     where = Path(path)
-    fd = os.open(where, os.O_RDONLY)
+    fd = os.open(where, _READ_FLAGS)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise KeyFileError(f"{where}: not a regular file")

@@ -176,3 +176,13 @@ def test_a_secret_that_is_not_the_public_keys_half_is_refused(tmp_path: Path) ->
         load_identity(secret_path)
     with pytest.raises(ValueError, match="public half"):
         write_key_pair("c", tmp_path, other_public, zmq.curve_keypair()[1])
+
+
+@posix_only
+def test_a_fifo_in_place_of_a_key_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "researcher.key"
+    os.mkfifo(fifo)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_identity(fifo)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_public(fifo)

@@ -136,8 +136,12 @@ class Gate:
     their own, checked by the ZAP handler of the socket's context.
 
     Open it (:meth:`open`) before binding the ROUTER (:func:`serve_curve`) and close it
-    after closing the ROUTER. ``admitted`` and ``refused`` count handshakes (refusals are
-    also logged, a bounded number of times)."""
+    after closing the ROUTER and before terminating the context (the ZAP handler's
+    sockets live in it). ``admitted`` and ``refused`` count the handshakes the ZAP
+    handler decided (refusals are also logged, a bounded number of times). Handshakes
+    that fail before reaching it (a client of another mechanism, a client that cannot
+    prove its key, a wrong server key) are seen only as ``EVENT_HANDSHAKE_FAILED_*``
+    events of a monitor on the ROUTER."""
 
     # One ZAP handler per ZeroMQ context (libzmq allows one), shared by its gates.
     _next_domain: ClassVar[int] = 0
