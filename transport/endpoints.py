@@ -16,17 +16,33 @@ ValueError: peers is a list of endpoints, got a str: did you mean ['tcp://127.0.
 Traceback (most recent call last):
 ...
 ValueError: bind 'tcp://0.0.0.0:5555' is a wildcard: pass advertise='tcp://HOST:5555'
+
+Safe by default (:func:`check_exposure`), as Redis's protected mode is: a node without
+keys binds only where no other machine can reach it.
+
+>>> check_exposure("tcp://127.0.0.1:0", secured=False)
+>>> check_exposure("ipc:///tmp/agent.sock", secured=False)
+>>> check_exposure("tcp://0.0.0.0:5555", secured=True)   # with keys: anywhere
+>>> check_exposure("tcp://0.0.0.0:5555", secured=False)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: bind 'tcp://0.0.0.0:5555' is reachable from other machines and this node has no keys:...
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from typing import Final
 
 TRANSPORTS: Final = ("tcp", "ipc", "inproc")
 WILDCARD_HOSTS: Final = frozenset({"*", "0.0.0.0", "::", "[::]"})
+# Transports no other machine can reach: a file on this machine, or this process.
+LOCAL_TRANSPORTS: Final = ("ipc", "inproc")
+
+logger = logging.getLogger("transport.zmq")
 
 
 def _host_ok(host: str) -> bool:
@@ -116,3 +132,58 @@ def check_bind(bind: str, advertise: str | None) -> str | None:
             f"bind {bind!r} is a wildcard: pass advertise='tcp://HOST:{port}'"
         )  # the address peers dial: frames name it as this node's
     return None
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a (valid) bind endpoint is reachable from this machine only: ``ipc://``,
+    ``inproc://``, or ``tcp://`` on a loopback address (127.0.0.0/8, ``::1``) or on a
+    name all of whose addresses are loopback (``localhost``)."""
+    transport, _, rest = bind.partition("://")
+    if transport in LOCAL_TRANSPORTS:
+        return True
+    host = rest.rpartition(":")[0]
+    if host in WILDCARD_HOSTS:
+        return False
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(literal).is_loopback
+    except ValueError:
+        pass  # a name: loopback only if every address it resolves to is
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address).partition("%")[0]).is_loopback for address in addresses
+    )
+
+
+def check_exposure(bind: str, *, secured: bool, insecure: bool = False) -> None:
+    """Refuse to expose a node without keys: the drivers call this when built.
+
+    ``secured``: the node has keys (``identity=`` and ``trusted=``), so every connection
+    is authenticated and encrypted and it may bind anywhere. Without keys it may bind
+    only where :func:`is_loopback` holds, unless ``insecure=True``, which binds anyway
+    and logs a WARNING (plain text, no authentication: anyone who reaches the address is
+    a full member).
+
+    Raises:
+        ValueError: a bind reachable from other machines, without keys or ``insecure``.
+    """
+    check_endpoint(bind, "bind", bind=True)
+    if secured or is_loopback(bind):
+        return
+    if insecure:
+        logger.warning(
+            "bind %r without keys (insecure=True): any process that reaches it can read "
+            "and write the whole memory",
+            bind,
+        )
+        return
+    raise ValueError(
+        f"bind {bind!r} is reachable from other machines and this node has no keys: anyone "
+        "who reaches it could read and write the whole memory. Pass identity= and trusted= "
+        "(python -m crdtmem keygen NAME --dir keys), bind tcp://127.0.0.1:PORT or ipc://PATH, "
+        "or pass insecure=True to accept the risk"
+    )
