@@ -102,9 +102,7 @@ def push(message: bytes, version: dict[str, int] | None = None, **who: str) -> b
     return frame(PUSH, version=version, extra=message, **who)
 
 
-def update(
-    origin: str, seq: int, name: str, delta: Any, deps: dict[str, int] | None = None
-) -> Run:
+def update(origin: str, seq: int, name: str, delta: Any, deps: dict[str, int] | None = None) -> Run:
     """One run of one update: ``delta`` (a CRDT) for field ``name``, the ``seq``-th of
     ``origin``."""
     entry: LogEntry = (deps or {}, name, delta.TAG, codec.pack_body(delta.to_wire()))
@@ -253,6 +251,9 @@ CASES: Final[dict[str, Callable[[str, int, int], list[bytes]]]] = {
     "early-origins": lambda _v, count, size: case_origins(count, size, deliverable=False),
     "origins": lambda _v, count, size: case_origins(count, size, deliverable=True),
     "ghost-ack": lambda _victim, _count, _size: case_ghost_ack(),
+    "largest": lambda _victim, _count, _size: case_largest(
+        codec.MAX_WALL, codec.MAX_LOGICAL, codec.MAX_LAMPORT, codec.MAX_COUNT
+    ),
     "garbage": lambda _victim, count, _size: case_garbage(count),
 }
 
