@@ -37,8 +37,8 @@ from typing import Any, Final
 import zmq
 
 from crdtmem import Replica, codec
-from crdtmem.gossip import ACK, PUSH, SYNC, GossipNode
 from crdtmem.gcounter import GCounter
+from crdtmem.gossip import ACK, PUSH, SYNC, GossipNode
 from crdtmem.hlc import Timestamp
 from crdtmem.lwwregister import LWWRegister
 from crdtmem.messages import LogEntry, Run, array_header, state_message, updates_message

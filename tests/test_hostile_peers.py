@@ -492,25 +492,25 @@ async def test_overflow_claims_kill_no_asyncio_driver() -> None:
     addr_a, addr_b = addresses(2)
     ga = AsyncZmqGossip(a, bind=addr_a, peers=[addr_b], interval=INTERVAL, dead_after=1.0)
     gb = AsyncZmqGossip(b, bind=addr_b, peers=[addr_a], interval=INTERVAL, dead_after=1.0)
+
+    async def converge_async(tag: str) -> None:
+        acked.write(a, f"{tag}-a")
+        acked.write(b, f"{tag}-b")
+        assert await until(lambda: acked.everywhere(a, b))
+
     async with ga, gb:
-        for tag in ("before", "after", "again"):
-            acked.write(a, f"{tag}-a")
-            acked.write(b, f"{tag}-b")
-            assert await until(lambda: acked.everywhere(a, b))
-            if tag == "before":
-                before_in = driver_stats(gb)["frames_in"]
-                before_out = driver_stats(ga)["frames_out"]
-                frames = await asyncio.to_thread(
-                    run_hostile, gb.address, "overflow", victim=a.writer_id
-                )
-                assert await until(
-                    lambda: (
-                        driver_stats(gb)["frames_in"]
-                        - before_in
-                        - (driver_stats(ga)["frames_out"] - before_out)
-                        >= frames
-                    )
-                )
+        await converge_async("before")
+        before_in = driver_stats(gb)["frames_in"]
+        before_out = driver_stats(ga)["frames_out"]
+        frames = await asyncio.to_thread(run_hostile, gb.address, "overflow", victim=a.writer_id)
+
+        def handled() -> int:
+            honest = driver_stats(ga)["frames_out"] - before_out
+            return driver_stats(gb)["frames_in"] - before_in - honest
+
+        assert await until(lambda: handled() >= frames)
+        await converge_async("after")
+        await converge_async("again")
         assert_alive(ga, gb)
     assert ga.health == gb.health == "stopped"
 
