@@ -119,11 +119,12 @@ def list_delta(lamport: int, value: object) -> RGA:
     replica = Replica(EVIL_WRITER)
     before = replica.version()
     replica.list("l").append(value)
-    (run,) = codec.unpack(replica.delta_since(before))[1]
-    wire = run[2][0][3]  # (a message splices each delta in, packed: it decodes in place)
+    runs: list[list[Any]] = codec.unpack(replica.delta_since(before))[1]
+    # (a message splices each delta in, packed: it decodes in place)
+    wire: list[Any] = runs[0][2][0][3]
     wire[0] = [EVIL_WRITER]  # the element's writer: the update's origin
-    (element,) = [*wire[1], *wire[2]]
-    element[0] = lamport
+    elements = wire[1] + wire[2]  # (in the tree, or an orphan: one of them)
+    elements[0][0] = lamport
     return RGA.from_wire(wire)
 
 
