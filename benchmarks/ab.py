@@ -11,6 +11,8 @@ median over rounds of:
   ``propagation``: one write until both peers applied it), p50 and p99;
 - ``Replica.merge`` of a one-update message (a list insert) into replicas holding 1k, 10k
   and 100k list elements (median of 200 merges);
+- the same merge into an empty replica while 20k made-up origins each have an update
+  waiting in the early-update buffer (what the drain costs);
 - ``GossipNode.receive`` of a one-update push (the whole frame handler: decode, checks,
   merge, acknowledgement) at a node whose replica holds 10k elements and that knows 3 or
   30 peers (each of which wrote, so each is in the version vector too).
@@ -42,13 +44,16 @@ from rich.table import Table
 
 import crdtmem
 from benchmarks.gossip import propagation
-from crdtmem import Replica
+from crdtmem import Replica, codec
+from crdtmem.gcounter import GCounter
 from crdtmem.gossip import GossipNode
+from crdtmem.messages import Run, updates_message
 
 T = TypeVar("T")
 MERGE_SIZES = (1_000, 10_000, 100_000)
 PEER_COUNTS = (3, 30)
 PEERS_STATE = 10_000
+BUFFERED_ORIGINS = 20_000
 ROUNDS = 200
 
 
@@ -81,6 +86,27 @@ def merge_cost(size: int, rounds: int) -> float:
         items.insert(i % 50, f"new {i}")
         message = source.delta_since(before)
         samples.append(_timed(partial(target.merge, message))[0])
+    return _median(samples)
+
+
+def merge_cost_buffered(origins: int, rounds: int) -> float:
+    """Median seconds of ``Replica.merge`` of one list insert while ``origins`` made-up
+    origins each have an update waiting in the early-update buffer (issue 10, case 7:
+    one that can never be delivered, its predecessor never comes)."""
+    target = Replica("target")
+    runs: list[Run] = []
+    for i in range(origins):
+        delta = GCounter({f"o{i}": 1}, {})
+        runs.append((f"o{i}", 2, [({}, "hits", GCounter.TAG, codec.pack_body(delta.to_wire()))]))
+    for start in range(0, origins, 5_000):
+        target.merge(updates_message(runs[start : start + 5_000]))
+    source = Replica("source")
+    items = source.list("findings")
+    samples = []
+    for i in range(rounds):
+        before = target.version()
+        items.insert(i % 50, f"new {i}")
+        samples.append(_timed(partial(target.merge, source.delta_since(before)))[0])
     return _median(samples)
 
 
@@ -127,6 +153,9 @@ def measure(quick: bool) -> dict[str, float]:
     sizes = MERGE_SIZES[:2] if quick else MERGE_SIZES
     for size in sizes:
         results[f"merge into {size:,} elements"] = merge_cost(size, ROUNDS)
+    results[f"merge, {BUFFERED_ORIGINS:,} early origins buffered"] = merge_cost_buffered(
+        BUFFERED_ORIGINS, ROUNDS
+    )
     for peers in PEER_COUNTS:
         results[f"receive, {peers} peers, {PEERS_STATE:,} elements"] = receive_cost(
             peers, PEERS_STATE, ROUNDS
