@@ -265,13 +265,16 @@ def send(target: str, frames: list[bytes]) -> tuple[int, int]:
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.SNDHWM, 0)  # queue everything: this peer is in no hurry
-    dealer.setsockopt(zmq.LINGER, 30_000)
+    # Closing waits until every frame is handed over, however slow the node is (the test
+    # bounds this process's life).
+    dealer.setsockopt(zmq.LINGER, -1)
     dealer.connect(target)
     sent = 0
     for data in [*frames, *trailer()]:
         dealer.send(data, copy=False)
         sent += len(data)
-    dealer.close()  # waits (LINGER, bounded) until every frame is handed over
+    dealer.close()
+    # (term waits, LINGER -1, until every frame is handed over to the kernel)
     context.term()
     return len(frames) + TRAILER, sent
 
