@@ -123,7 +123,7 @@ def list_delta(lamport: int, value: object) -> RGA:
     # (a message splices each delta in, packed: it decodes in place)
     wire: list[Any] = runs[0][2][0][3]
     wire[0] = [EVIL_WRITER]  # the element's writer: the update's origin
-    elements = wire[1] + wire[2]  # (in the tree, or an orphan: one of them)
+    elements = list(wire[1]) + list(wire[2])  # (in the tree, or an orphan: one of them)
     elements[0][0] = lamport
     return RGA.from_wire(wire)
 
