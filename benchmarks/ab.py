@@ -19,8 +19,9 @@ median over rounds of:
 
 The last two show whether the checks make merge cost grow with state size or with the
 number of peers: each row is next to the same row of the other tree, and to the smallest
-row of its own tree. Instruction counts (machine-independent) come from
-``python -m benchmarks.instructions OLD_TREE NEW_TREE``.
+row of its own tree. ``--instructions OP ...`` adds instruction counts per operation
+(machine-independent, :mod:`benchmarks.instructions`) of the operations named, per tree;
+``python -m benchmarks.instructions OLD_TREE NEW_TREE`` counts all of them.
 
 ``python benchmarks/ab.py --measure [--quick]`` is the measured program itself (JSON out).
 """
@@ -43,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 import crdtmem
+from benchmarks import instructions
 from benchmarks.gossip import propagation
 from crdtmem import Replica, codec
 from crdtmem.gcounter import GCounter
@@ -186,6 +188,14 @@ def main() -> int:
     parser.add_argument("trees", nargs="*", help="source trees (default: this one)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tree, interleaved")
     parser.add_argument("--quick", action="store_true", help="fewer samples, no 100k state")
+    parser.add_argument(
+        "--instructions",
+        nargs="*",
+        metavar="OP",
+        choices=sorted(instructions.OPERATIONS),
+        help="also count instructions per operation of these benchmarks.instructions "
+        "operations under callgrind, per tree (needs valgrind)",
+    )
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -215,6 +225,15 @@ def main() -> int:
             cells.append(f"{medians[1] / medians[0]:.2f}x")
         table.add_row(name, *cells)
     Console(width=160).print(table)
+    if args.instructions:
+        counts = Table(title="instructions per operation (callgrind, benchmarks.instructions)")
+        counts.add_column("operation")
+        for tree in trees:
+            counts.add_column(os.path.basename(os.path.abspath(tree)), justify="right")
+        for operation in args.instructions:
+            per_tree = [instructions.per_operation(tree, operation) for tree in trees]
+            counts.add_row(operation, *(f"{n:,}" for n in per_tree))
+        Console(width=160).print(counts)
     return 0
 
 
