@@ -222,7 +222,7 @@ def main() -> int:
             f"{m * 1e3:.3f} ms" if "propagation" in name else f"{m * 1e6:,.1f} µs" for m in medians
         ]
         if len(trees) == 2:
-            cells.append(f"{medians[1] / medians[0]:.2f}x")
+            cells.append(f"{medians[1] / medians[0]:.3g}x")
         table.add_row(name, *cells)
     Console(width=160).print(table)
     if args.instructions:
