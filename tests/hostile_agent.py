@@ -181,8 +181,18 @@ def bomb(size: int) -> bytes:
 
 
 def case_bomb(size: int) -> list[bytes]:
-    """Case 6: the 0x90 bomb as a whole frame, and as the message a PUSH carries."""
-    return [codec.HEADER + bomb(size), push(codec.HEADER + bomb(size))]
+    """Case 6: the 0x90 bomb as a whole frame and as the message a PUSH carries, then
+    nested where a well-formed frame has an array or a map: as a frame's version vector,
+    and as an updates message's list of runs."""
+    pack = codec.pack_body
+    nested_frame = [array_header(5), pack(PUSH), pack(EVIL_ADDRESS), pack(EVIL_WRITER)]
+    nested_frame += [bomb(size), pack(b"")]
+    return [
+        codec.HEADER + bomb(size),
+        push(codec.HEADER + bomb(size)),
+        codec.HEADER + b"".join(nested_frame),
+        push(codec.HEADER + array_header(2) + pack(1) + bomb(size)),
+    ]
 
 
 def case_undeliverable(count: int, size: int) -> list[bytes]:

@@ -644,10 +644,11 @@ def test_disk_full_on_the_receiving_side(tmp_path: Path) -> None:
 
 
 def test_msgpack_bomb_costs_a_bounded_peak() -> None:
-    """Case 6: 8 MiB of 0x90 (as a frame and as a push's message) sent to a node capped
-    at 384 MiB of address space above its running size: it lives, and its peak RSS grows
-    by at most 16 bytes per frame byte (the issue's decoder: 58, so ~464 MiB; half the
-    issue's 16 MiB frame proves the same factor)."""
+    """Case 6: 8 MiB of 0x90, whole and nested (a frame's version, an updates message's
+    runs), in frames and in push messages, sent to a node capped at 384 MiB of address
+    space above its running size: it lives, and its peak RSS grows by at most 16 bytes
+    per frame byte (the issue's decoder: 58, ~464 MiB; half the issue's 16 MiB frame
+    proves the same factor)."""
     size = 8 * MIB
     acked = Acked()
     addr_a, addr_b = addresses(2)
