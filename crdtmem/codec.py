@@ -343,8 +343,20 @@ value_key: Final = pack_body
 # --- structural checks for decoders ----------------------------------------------
 
 
+def brief(value: object, limit: int = 40) -> str:
+    """A short repr of an untrusted value, for an error message: about ``limit``
+    characters at most, whatever the value (a container is named by its type only, so
+    that a hostile message never makes a log line, or the error, as large as itself)."""
+    if type(value) is str:
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if type(value) in (int, float, bool, type(None)):
+        return repr(value)[:limit]
+    return f"a {type(value).__name__}"
+
+
 def fail(what: str, expected: str, got: object) -> NoReturn:
-    shown = type(got).__name__
+    # (an array decodes to a list, or to () when empty: either way it is an array)
+    shown = "an array" if type(got) is tuple or type(got) is list else type(got).__name__
     raise DecodeError(f"{what}: expected {expected}, got {shown}")
 
 
