@@ -431,13 +431,17 @@ def test_a_message_is_a_short_array_checked_before_decoding() -> None:
         codec.unpack(codec.HEADER + b"\x80")
     with pytest.raises(DecodeError, match="not an array of at most"):
         codec.unpack(codec.HEADER)
-    assert codec.unpack(codec.pack([1, [], [[]]])) == [1, (), [()]]
+    assert codec.unpack(codec.pack([1, [], [[]]])) == [1, [], [[]]]  # small: as it was
+    padding = "x" * codec.SHRINK_ABOVE
+    assert codec.unpack(codec.pack([padding, [], [[]]]))[1:] == [(), [()]]
     # Stored data decodes as before: lists.
     assert codec.unpack_stored(codec.pack([[], {}])) == [[], {}]
 
 
-def test_user_values_come_back_as_lists() -> None:
+@pytest.mark.parametrize("padding", [0, codec.SHRINK_ABOVE])
+def test_user_values_come_back_as_lists(padding: int) -> None:
     r = Replica("writer")
+    r.register("padding").set("x" * padding)  # (a large message: empty arrays are ())
     value = {"a": [], "b": [[], [1, []], {"c": []}], "d": {}}
     r.register("r").set(value)
     r.list("l").append([])
