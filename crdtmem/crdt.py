@@ -131,7 +131,9 @@ class CrdtBase(abc.ABC):
         """Inverse of :meth:`encode`."""
         tag, wire = codec.as_list(codec.unpack(data), f"{cls.KIND} state", 2)
         if tag != cls.TAG:
-            raise DecodeError(f"expected a {cls.KIND} state (tag {cls.TAG}), got tag {tag!r}")
+            raise DecodeError(
+                f"expected a {cls.KIND} state (tag {cls.TAG}), got tag {codec.brief(tag)}"
+            )
         return cls.from_wire(wire)
 
     def __eq__(self, other: object) -> bool:

@@ -115,7 +115,7 @@ def decode_message(message: bytes) -> list[Update] | StateMessage:
             check_vector(vector_obj, "state version"),
             decode_fields(fields_obj, "state field"),
         )
-    raise DecodeError(f"unknown message kind {kind!r} or wrong length")
+    raise DecodeError(f"unknown message kind {codec.brief(kind)} or wrong length")
 
 
 def decode_updates(obj: object) -> list[Update]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Self, final
 
-from crdtmem.codec import MAX_MAP_DEPTH, as_int, as_list, as_str
+from crdtmem.codec import MAX_MAP_DEPTH, as_int, as_list, as_str, brief
 from crdtmem.crdt import CRDT, CrdtBase, Writer, crdt_type, register_type
 from crdtmem.errors import DecodeError
 from crdtmem.orset import ORSet
@@ -132,14 +132,18 @@ def decode_fields(obj: object, what: str, depth: int = 0) -> dict[str, dict[int,
     for item in as_list(obj, f"{what}s"):
         name_obj, entries_obj = as_list(item, what, 2)
         name = as_str(name_obj, f"{what} name")
+        # (a name may be long: error messages show it cut short)
+        named = f"{what} {brief(name)}"
         if name in fields:
-            raise DecodeError(f"{what} {name!r} repeated")
+            raise DecodeError(f"{named} repeated")
         entries: dict[int, CRDT] = {}
-        for entry in as_list(entries_obj, f"{what} {name!r}"):
-            tag_obj, state_obj = as_list(entry, f"{what} {name!r}", 2)
+        for entry in as_list(entries_obj, named):
+            tag_obj, state_obj = as_list(entry, named, 2)
             kind = crdt_type(as_int(tag_obj, "type tag"))
             if kind.TAG in entries:
-                raise DecodeError(f"{what} {name!r}: type tag {kind.TAG} repeated")
+                raise DecodeError(f"{named}: type tag {kind.TAG} repeated")
             entries[kind.TAG] = kind.from_wire(state_obj, depth)
+        if not entries:  # (a field is made by its first write: it always has a type)
+            raise DecodeError(f"{named}: a field without a type")
         fields[name] = entries
     return fields
