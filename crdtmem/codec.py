@@ -110,7 +110,11 @@ def unpack(data: bytes) -> Any:
         DecodeError: not bytes, wrong header or version, malformed or oversized msgpack,
             or not an array of at most ``MAX_TOP_ITEMS`` items.
     """
-    return unpack_network_body(_body(data, _CURRENT))
+    body = _body(data, _CURRENT)
+    if len(body) <= SHRINK_ABOVE or type(data) is not bytes:
+        return unpack_network_body(body)
+    # (bytes.count runs at memchr speed: it decides whether the hook is worth its cost)
+    return unpack_network_body(body, data.count(_EMPTY_ARRAY))
 
 
 def unpack_stored(data: bytes) -> Any:
@@ -153,23 +157,30 @@ def _body(data: bytes, versions: frozenset[int]) -> memoryview:
 MAX_TOP_ITEMS: Final = 15
 
 
-# Below this many bytes a message is decoded without the hook (a Python call per array:
-# ~5% of decoding a small update): whatever it holds, it then costs at most ~80 bytes per
-# byte, a few hundred KiB, and only larger messages need the smaller factor.
+# The empty-array hook (:func:`_shrink`) is a Python call per array: ~5% of decoding an
+# honest message. It is used only where it pays: in a message over SHRINK_ABOVE bytes
+# (below, whatever it holds costs at most ~80 bytes per byte: a few hundred KiB) with
+# more than one 0x90 byte (the empty array) in EMPTY_ARRAY_SHARE of its bytes (fewer
+# empty arrays than that cost at most 64 / EMPTY_ARRAY_SHARE = 4 bytes per byte as lists).
 SHRINK_ABOVE: Final = 4096
+EMPTY_ARRAY_SHARE: Final = 16
+_EMPTY_ARRAY: Final = 0x90
 
 
-def unpack_network_body(data: bytes | memoryview) -> Any:
+def unpack_network_body(data: bytes | memoryview, empties: int | None = None) -> Any:
     """Decode one msgpack object from the network under the crdtmem limits.
 
     It must be an array of at most ``MAX_TOP_ITEMS`` items (a fixarray), checked on its
-    first byte before anything is built. In a message over ``SHRINK_ABOVE`` bytes, empty
-    arrays come back as the empty tuple (:func:`_shrink`); decoders take either, and
-    :func:`wire_value` turns user values back into lists.
+    first byte before anything is built. In a message over ``SHRINK_ABOVE`` bytes with
+    many ``0x90`` bytes (``empties``, when the caller counted them; else assumed many),
+    empty arrays come back as the empty tuple (:func:`_shrink`); decoders take either,
+    and :func:`wire_value` turns user values back into lists.
     """
     if not data or not 0x90 <= data[0] <= 0x90 + MAX_TOP_ITEMS:
         raise DecodeError(f"malformed message: not an array of at most {MAX_TOP_ITEMS} items")
-    return _unpackb(data, _shrink if len(data) > SHRINK_ABOVE else None)
+    size = len(data)
+    many = empties is None or empties * EMPTY_ARRAY_SHARE > size
+    return _unpackb(data, _shrink if size > SHRINK_ABOVE and many else None)
 
 
 def _shrink(items: list[Any]) -> Sequence[Any]:

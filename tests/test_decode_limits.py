@@ -433,7 +433,9 @@ def test_a_message_is_a_short_array_checked_before_decoding() -> None:
         codec.unpack(codec.HEADER)
     assert codec.unpack(codec.pack([1, [], [[]]])) == [1, [], [[]]]  # small: as it was
     padding = "x" * codec.SHRINK_ABOVE
-    assert codec.unpack(codec.pack([padding, [], [[]]]))[1:] == [(), [()]]
+    assert codec.unpack(codec.pack([padding, [], [[]]]))[1:] == [[], [[]]]  # few empties
+    empties: list[list[int]] = [[]] * (codec.SHRINK_ABOVE // 8)
+    assert codec.unpack(codec.pack([padding, empties]))[1] == [()] * len(empties)
     # Stored data decodes as before: lists.
     assert codec.unpack_stored(codec.pack([[], {}])) == [[], {}]
 
@@ -441,7 +443,8 @@ def test_a_message_is_a_short_array_checked_before_decoding() -> None:
 @pytest.mark.parametrize("padding", [0, codec.SHRINK_ABOVE])
 def test_user_values_come_back_as_lists(padding: int) -> None:
     r = Replica("writer")
-    r.register("padding").set("x" * padding)  # (a large message: empty arrays are ())
+    # (a large message of many empty arrays: they decode to ())
+    r.register("padding").set([[]] * padding)
     value = {"a": [], "b": [[], [1, []], {"c": []}], "d": {}}
     r.register("r").set(value)
     r.list("l").append([])
