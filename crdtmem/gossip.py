@@ -1196,7 +1196,9 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
         retired: dict[str, int] = {}
         for pair in pairs:
             gone, bar = as_list(pair, "gossip retired replica", 2)
-            retired[as_actor(gone, "gossip retired replica")] = as_int(bar, "retired bar", lo=0)
+            retired[as_actor(gone, "gossip retired replica")] = as_int(
+                bar, "retired bar", 0, codec.MAX_SEQ
+            )
         forgotten = [as_actor(r, "gossip forgotten replica") for r in names]
         extra = [peers, members, retired, forgotten]
     elif kind == PUSH:

@@ -472,3 +472,19 @@ def test_a_field_without_a_type_is_refused() -> None:
     refused(r, state_message("m", 7, [keys, [["k", []]]]))
     r.merge(state_message("m", 7, [keys, [["k", [[2, [[{EVIL: 1}, {}], [{}, {}]]]]]]]))
     assert r.value() == {"m": {"k": 1}}
+
+
+def test_a_retirement_bar_past_max_seq_is_refused_in_a_digest() -> None:
+    """A digest retiring a writer at a bar no replica can reach is refused whole: the bar
+    is compared and stored like a sequence number."""
+    replica = Replica("a")
+    node = GossipNode(replica, "tcp://127.0.0.1:1")
+    peer = GossipNode(Replica("b"), "tcp://127.0.0.1:2", peers=["tcp://127.0.0.1:1"])
+    peer.retired["ghost~00000001"] = MAX_SEQ + 1
+    frames = peer.tick(0.0)
+    assert frames, "the peer sends a digest on its first tick"
+    before = node.stats["rejected_frames"]
+    for frame in frames:
+        node.receive(frame.data, 0.0)
+    assert node.stats["rejected_frames"] == before + len(frames)
+    assert "ghost~00000001" not in node.retired
