@@ -67,9 +67,9 @@ def agent(role: str, bind: str, peers: list[str], keys: str, commands: Connectio
     """An agent process: obeys the orchestrator's commands, gossiping all the while,
     over CURVE with its own key (``keys/ROLE.key``), trusting the keys in ``keys``."""
     memory = Replica(role)
-    secured = {"identity": f"{keys}/{role}.key", "trusted": keys}
+    identity = f"{keys}/{role}.key"
     gossip: ZmqGossip | None = ZmqGossip(
-        memory, bind=bind, peers=peers, interval=0.2, **secured
+        memory, bind=bind, peers=peers, interval=0.2, identity=identity, trusted=keys
     ).start()
     try:
         while True:
@@ -81,7 +81,9 @@ def agent(role: str, bind: str, peers: list[str], keys: str, commands: Connectio
                 gossip.stop()
                 gossip = None
             elif command == "rejoin":
-                gossip = ZmqGossip(memory, bind=bind, peers=peers, interval=0.2, **secured).start()
+                gossip = ZmqGossip(
+                    memory, bind=bind, peers=peers, interval=0.2, identity=identity, trusted=keys
+                ).start()
             elif command == "state":
                 commands.send((memory.value(), memory.version()))
                 continue

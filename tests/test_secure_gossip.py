@@ -33,7 +33,7 @@ from transport.security import dial_curve
 DEADLINE = 30.0  # seconds; the waits below normally take milliseconds
 ROOT = Path(__file__).resolve().parent.parent
 INTRUDER = str(Path(__file__).with_name("intruder_agent.py"))
-FAST = {"interval": 0.05}
+FAST: dict[str, Any] = {"interval": 0.05}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
@@ -295,30 +295,31 @@ def test_a_refused_node_is_admitted_once_its_key_is_trusted(keys: Path) -> None:
 
 
 def test_safe_by_default_binds_and_key_checks(keys: Path, caplog: pytest.LogCaptureFixture) -> None:
-    wild = {"bind": "tcp://0.0.0.0:0", "advertise": "tcp://127.0.0.1:5999"}
-    for driver in (ZmqGossip, AsyncZmqGossip):
+    wild: dict[str, Any] = {"bind": "tcp://0.0.0.0:0", "advertise": "tcp://127.0.0.1:5999"}
+    drivers: list[Any] = [ZmqGossip, AsyncZmqGossip]
+    for driver in drivers:
         with pytest.raises(ValueError, match="insecure=True"):
-            driver(Replica("researcher"), **wild)  # type: ignore[arg-type]
+            driver(Replica("researcher"), **wild)
         with pytest.raises(ValueError, match="insecure=True"):
-            driver(Replica("researcher"), bind="tcp://10.1.2.3:5555")  # type: ignore[arg-type]
+            driver(Replica("researcher"), bind="tcp://10.1.2.3:5555")
         with caplog.at_level(logging.WARNING):
-            driver(Replica("researcher"), insecure=True, **wild)  # type: ignore[arg-type]
+            driver(Replica("researcher"), insecure=True, **wild)
         assert "insecure=True" in caplog.text
         caplog.clear()
         # With keys, any bind (nothing is started here).
-        driver(Replica("researcher"), **wild, **secured(keys, "researcher"))  # type: ignore[arg-type]
+        driver(Replica("researcher"), **wild, **secured(keys, "researcher"))
         with pytest.raises(ValueError, match="both"):
             driver(
                 Replica("researcher"),
                 bind="tcp://127.0.0.1:0",
                 identity=keys / "keys" / "researcher.key",
-            )  # type: ignore[arg-type]
+            )
         with pytest.raises(ValueError, match="speaks only for"):
-            driver(Replica("analyst"), bind="tcp://127.0.0.1:0", **secured(keys, "researcher"))  # type: ignore[arg-type]
+            driver(Replica("analyst"), bind="tcp://127.0.0.1:0", **secured(keys, "researcher"))
         with pytest.raises(ValueError):
             driver(
                 Replica("researcher"), bind="tcp://127.0.0.1:0", peers=["../x@tcp://127.0.0.1:5"]
-            )  # type: ignore[arg-type]
+            )
     (keys / "keys" / "researcher.key").chmod(0o644)
     with pytest.raises(PermissionError):
         ZmqGossip(Replica("researcher"), bind="tcp://127.0.0.1:0", **secured(keys, "researcher"))
@@ -366,3 +367,29 @@ async def test_async_secured_nodes_converge_and_refuse_a_stranger(keys: Path) ->
     finally:
         await ga.stop()
     await asyncio.sleep(0)
+
+
+def test_the_contract_line_with_keys_from_the_keygen_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/work/shared/API.md: ``python -m crdtmem keygen researcher --dir keys/`` then
+    ``ZmqGossip(r, bind=..., peers=[...], identity="keys/researcher.key",
+    trusted="keys/")``: the folder holds the .key files too; only .pub files are read."""
+    for name in ("researcher", "analyst"):
+        subprocess.run(
+            [sys.executable, "-m", "crdtmem", "keygen", name, "--dir", str(tmp_path / "keys")],
+            cwd=ROOT,
+            check=True,
+            timeout=DEADLINE,
+            capture_output=True,
+        )
+    monkeypatch.chdir(tmp_path)
+    r, a = Replica("researcher"), Replica("analyst")
+    one, two = addresses(2)
+    gr = ZmqGossip(
+        r, bind=one, peers=[two], identity="keys/researcher.key", trusted="keys/", **FAST
+    )
+    ga = ZmqGossip(a, bind=two, peers=[one], identity="keys/analyst.key", trusted="keys/", **FAST)
+    with running(gr, ga):
+        r.register("finding").set("GDP +7%")
+        assert wait_until(lambda: a.value().get("finding") == "GDP +7%")

@@ -35,6 +35,21 @@ Options set, and why:
   digest in the same turn, so what was written before the connection existed (frames
   sent then were dropped by ``IMMEDIATE``) does not wait for the probing backoff.
 
+Security (docs/security.md): with keys (``identity=`` and ``trusted=``) every socket is
+CURVE. The ROUTER is a CURVE server behind a ZAP gate of its own
+(:class:`transport.security.Gate`), opened before it binds and closed after it closes,
+with a monitor counting the handshakes it refused; each DEALER is a CURVE client of the
+key bound to its address (:class:`transport.security.PeerKeys`: configured as
+``NAME@address``, proved by a handshake, or claimed first-hand by an authenticated
+frame; a bare address is dialled with each trusted key in turn). Frames are received
+with ``copy=False``, so each carries the name its connection authenticated as, which
+the node checks against the replica id the frame claims. A DEALER whose handshake
+fails is closed (libzmq never retries it) and dialled again: at once with the next
+candidate key, else after a backoff (RETRY_MIN_SECONDS doubling to RETRY_MAX_SECONDS).
+Revocation (:meth:`DriverCore.reload_trusted`) is queued to the loop like a retirement.
+Without keys, :func:`transport.endpoints.check_exposure` refuses a bind other machines
+reach unless ``insecure=True``.
+
 All sockets are created, used and closed by the loop's own thread (ZeroMQ sockets are
 not thread-safe); other threads only write to the replica or call :meth:`retire` and
 :meth:`request_leave` here, which queue the request, and then wake the loop.
@@ -75,6 +90,7 @@ from crdtmem import Replica, codec
 from crdtmem.errors import ReplicaClosed
 from crdtmem.gossip import (
     MAX_OPEN_PEERS,
+    MAX_PEERS_LEARNED,
     Frame,
     GossipConfig,
     GossipNode,
@@ -341,14 +357,16 @@ class DriverCore:
 
     def _apply_reloads(self, node: GossipNode) -> None:
         """The loop's side of :meth:`reload_trusted`: the gate and the dialling side
-        trust the new set; a name left out is cut off now: the DEALERs dialling it are
-        closed and the ROUTER's connections dropped (each honest client reconnects and
-        passes the gate again; the revoked one is refused)."""
+        trust the new set; a name left out (or whose key changed) is cut off now: the
+        DEALERs dialling it are closed and the ROUTER's connections dropped (each honest
+        client reconnects and passes the gate again; the revoked key is refused)."""
         while not self._reloads.empty():
             trusted = self._reloads.get()
             if self.peer_keys is None or self.gate is None:
                 continue
-            removed = self.gate.names - trusted.keys()
+            # A name whose key changed (rotation) is a revocation of the old key too.
+            before = self.peer_keys.trusted
+            removed = {name for name, key in before.items() if trusted.get(name) != key}
             self.gate.reload(trusted)
             self.peer_keys.reload(trusted)
             for address, name in list(self.dialled_as.items()):
@@ -431,15 +449,21 @@ class DriverCore:
         name = self.dialled_as.get(address, "?")
         if address in self.dealers:
             self._close_dealer(address)
+        if len(self.retry_at) >= MAX_PEERS_LEARNED:  # bounded: forget departed addresses
+            for gone in [a for a in self.retry_at if a not in node.peers]:
+                for table in (self.retry_at, self.backoff, self.tried):
+                    table.pop(gone, None)
         keys = self.peer_keys
-        if keys is None:
-            return
-        source = keys.source_at(address)
-        if source is not None and source < Source.CONFIGURED:
+        source = keys.source_at(address) if keys is not None else None
+        if keys is not None and source is not None and source < Source.CONFIGURED:
             keys.forget(address)  # only a claim, and the handshake says it is wrong
         tried = self.tried.get(address, 0) + 1
         self.tried[address] = tried
-        if source is None and tried % max(1, len(keys.candidates(address))) != 0:
+        if (
+            keys is not None
+            and source is None
+            and tried % max(1, len(self._candidates(address))) != 0
+        ):
             return  # the next candidate key, at once
         backoff = min(RETRY_MAX_SECONDS, max(RETRY_MIN_SECONDS, 2 * self.backoff.get(address, 0)))
         self.backoff[address] = backoff
@@ -647,21 +671,28 @@ class DriverCore:
 
     def _server_key(self, address: str) -> tuple[str, bytes] | None:
         """With keys: the (name, server key) to dial ``address`` with now, or ``None``
-        (its name is revoked, or a failed handshake's backoff runs): the frame is
-        dropped, and anti-entropy repairs it once a connection is up."""
+        (its name is revoked): the frame is dropped, and anti-entropy repairs it once a
+        connection is up."""
         if self.peer_keys is None:
             return None
-        if time.monotonic() < self.retry_at.get(address, 0.0):
-            return None
-        candidates = self.peer_keys.candidates(address)
-        own = self.identity.name if self.identity is not None else None
-        # This node's own key is never a peer's (a peer under its name is refused).
-        candidates = [c for c in candidates if c[0] != own] or candidates
+        candidates = self._candidates(address)
         if not candidates:
             return None
         return candidates[self.tried.get(address, 0) % len(candidates)]
 
+    def _candidates(self, address: str) -> list[tuple[str, bytes]]:
+        """The (name, server key) pairs to dial ``address`` with, in order."""
+        if self.peer_keys is None:
+            return []
+        candidates = self.peer_keys.candidates(address)
+        own = self.identity.name if self.identity is not None else None
+        # This node's own key is never a peer's (a peer under its name is refused).
+        return [c for c in candidates if c[0] != own] or candidates
+
     def _dealer(self, node: GossipNode, address: str) -> zmq.Socket[bytes] | None:
+        if time.monotonic() < self.retry_at.get(address, 0.0):
+            self.dropped_sends += 1  # a failed handshake's backoff runs
+            return None
         server: tuple[str, bytes] | None = None
         if self.identity is not None:
             server = self._server_key(address)
