@@ -108,11 +108,14 @@ class RawClient:
         claimed: str,
         replica: Replica,
         curve: tuple[Identity, bytes] | None,
+        *,
+        inbox: bool = True,
     ) -> None:
         self.node = GossipNode(replica, claimed, peers=[target])
         self.inbox: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         self.inbox.setsockopt(zmq.LINGER, 0)
-        self.inbox.bind(claimed)
+        if inbox:  # (not when the claimed address is another node's)
+            self.inbox.bind(claimed)
         self.dealer: zmq.Socket[bytes] = context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         if curve is not None:
@@ -393,3 +396,38 @@ def test_the_contract_line_with_keys_from_the_keygen_command(
     with running(gr, ga):
         r.register("finding").set("GDP +7%")
         assert wait_until(lambda: a.value().get("finding") == "GDP +7%")
+
+
+def test_a_member_cannot_claim_another_nodes_address(keys: Path) -> None:
+    """Mallory (a valid key, speaking as itself) names researcher's address as its own
+    in frames to analyst, who knows that address to be researcher's: refused, counted;
+    analyst keeps researcher as the replica there."""
+    a, b = Replica("researcher"), Replica("analyst")
+    one, two = addresses(2)
+    ga = ZmqGossip(a, bind=one, peers=[f"analyst@{two}"], **FAST, **secured(keys, "researcher"))
+    gb = ZmqGossip(b, bind=two, peers=[f"researcher@{one}"], **FAST, **secured(keys, "analyst"))
+    context: zmq.Context[Any] = zmq.Context()
+    mallory = load_identity(keys / "keys" / "mallory.key")
+    server = load_identity(keys / "keys" / "analyst.key").public
+    client = RawClient(context, two, one, Replica("mallory"), (mallory, server), inbox=False)
+    try:
+        with running(ga, gb):
+            a.counter("x").increment()
+            assert wait_until(lambda: "x" in b.value())
+
+            def refused() -> bool:
+                client.attack()
+                return gb.stats["address_claims"] >= 2
+
+            assert wait_until(refused), gb.stats
+            a.counter("y").increment()
+            assert wait_until(lambda: "y" in b.value())
+            assert "forged" not in b.value()
+            node = gb.node
+            assert node is not None
+            peer = node.peers[one]
+            assert peer.replica_id is not None and peer.replica_id.startswith("researcher~")
+            assert gb.stats["impersonations"] == 0  # its own name: not an impersonation
+    finally:
+        client.close()
+        context.destroy(linger=0)

@@ -159,6 +159,9 @@ HANDSHAKE_FAILED_EVENTS: Final = (
 # hammering a peer that refuses it).
 RETRY_MIN_SECONDS: Final = 0.1
 RETRY_MAX_SECONDS: Final = 5.0
+# An address a frame claims is cut to this many characters in the log (it is the
+# sender's choice).
+MAX_LOGGED_ADDRESS: Final = 200
 # Monitor events read per socket per turn (a flapping peer cannot hold the loop).
 MONITOR_EVENTS_PER_TURN: Final = 64
 
@@ -273,6 +276,7 @@ class DriverCore:
         self.handshakes_failed = 0  # at the ROUTER: clients refused (strangers)
         self.dials_failed = 0  # at DEALERs: a wrong server key, or refused by the peer
         self.unauthenticated = 0
+        self.address_claims = 0  # frames naming an address known to be another's
         self._handshake_logged: dict[str, tuple[float, int]] = {}
         self._reloads: queue.SimpleQueue[dict[str, bytes]] = queue.SimpleQueue()
         self.config = config
@@ -392,8 +396,10 @@ class DriverCore:
     def deliver(self, node: GossipNode, parts: list[Any], now: float) -> list[Frame]:
         """Hand one received message to the node. With keys, the message's frames
         (``copy=False``) carry the name the connection authenticated as: the node
-        refuses a frame speaking for another replica, and a frame's claimed address is
-        bound to that name first-hand (what to dial it with)."""
+        refuses a frame speaking for another replica; a frame claiming an address
+        configured or proved to be another replica's is refused here (counted in
+        ``address_claims``, logged rate-limited); otherwise the claimed address is bound
+        to that name first-hand (what to dial it with)."""
         if self.peer_keys is None:
             return node.receive_message(parts, now)
         name = sender_name(parts[-1]) if parts else None
@@ -402,15 +408,28 @@ class DriverCore:
             self.unauthenticated += 1
             return []
         head = codec.peek(data[-1], 3)
-        if (
-            head is not None
-            and isinstance(head[1], str)
-            and isinstance(head[2], str)
-            and name_of(head[2]) == name
-            and head[1] != node.address
-        ):
-            with contextlib.suppress(ValueError):  # a bad name: nothing to bind
-                self.peer_keys.bind(head[1], name, Source.FIRST_HAND)
+        if head is not None and isinstance(head[1], str) and isinstance(head[2], str):
+            claimed = head[1]
+            bound = self.peer_keys.name_at(claimed)
+            source = self.peer_keys.source_at(claimed)
+            if bound not in (None, name) and source is not None and source >= Source.PROVED:
+                # The address is known (configured, or proved by a handshake with its
+                # key) to be another replica's: a member posing as it is refused.
+                self.address_claims += 1
+                self._log_handshake(
+                    "claim:" + name,
+                    now,
+                    "%s: refused a frame of %r claiming the address %s of %r (%d such)",
+                    node.address,
+                    name,
+                    claimed[:MAX_LOGGED_ADDRESS],
+                    bound,
+                    self.address_claims,
+                )
+                return []
+            if name_of(head[2]) == name and claimed != node.address:
+                with contextlib.suppress(ValueError):  # a bad name: nothing to bind
+                    self.peer_keys.bind(claimed, name, Source.FIRST_HAND)
         return node.receive_message(data, now, authenticated=name)
 
     def _router_failures(self, node: GossipNode, now: float) -> None:
@@ -891,6 +910,7 @@ class DriverBase:
             counters["handshakes_refused"] = core.gate.refused if core.gate is not None else 0
             counters["dials_failed"] = core.dials_failed
             counters["unauthenticated"] = core.unauthenticated
+            counters["address_claims"] = core.address_claims
         return counters
 
 

@@ -227,7 +227,10 @@ class AsyncZmqGossip(DriverBase):
 
     def reload_trusted(self, trusted: TrustedSource | None = None) -> None:
         """Trust the keys of ``trusted`` from now on (see
-        :meth:`transport.ZmqGossip.reload_trusted`); call it from the event loop."""
+        :meth:`transport.ZmqGossip.reload_trusted`); call it from the event loop. The
+        files are read here, synchronously; when a key was removed, the gossip task
+        rebinds its ROUTER, which holds the event loop for the milliseconds libzmq takes
+        to release the port (at most about 2 s)."""
         self._reload(trusted)
         self._wake.set()
 
