@@ -431,3 +431,21 @@ def test_a_member_cannot_claim_another_nodes_address(keys: Path) -> None:
     finally:
         client.close()
         context.destroy(linger=0)
+
+
+def test_the_node_refuses_a_frame_speaking_for_another_name_sans_io() -> None:
+    """GossipNode.receive(authenticated=NAME): the check itself, no sockets."""
+    victim = GossipNode(Replica("analyst"), "node-a", peers=["node-r"])
+    forger = GossipNode(Replica("researcher"), "node-r", peers=["node-a"])
+    forger.replica.register("claim").set("forged")
+    frames = [f.data for f in [*forger.flush(0.0), *forger.tick(0.0)] if f.peer == "node-a"]
+    assert frames
+    for data in frames:
+        assert victim.receive(data, 0.0, authenticated="mallory") == []
+    assert victim.stats["impersonations"] == len(frames)
+    assert "claim" not in victim.replica.value()
+    peer = victim.peers.get("node-r")
+    assert peer is None or peer.replica_id is None  # nothing learned from the forger
+    answers = [f for data in frames for f in victim.receive(data, 0.0, authenticated="researcher")]
+    assert victim.replica.value()["claim"] == "forged" and answers
+    assert victim.stats["impersonations"] == len(frames)  # the honest ones not counted
