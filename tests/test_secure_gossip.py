@@ -449,3 +449,34 @@ def test_the_node_refuses_a_frame_speaking_for_another_name_sans_io() -> None:
     answers = [f for data in frames for f in victim.receive(data, 0.0, authenticated="researcher")]
     assert victim.replica.value()["claim"] == "forged" and answers
     assert victim.stats["impersonations"] == len(frames)  # the honest ones not counted
+
+
+def test_rotation_a_changed_key_is_a_revoked_one(keys: Path) -> None:
+    """docs/security.md, Rotate: analyst gets a new key pair; researcher trusts the new
+    public key (reload): the old key's connection is cut and refused; analyst restarted
+    with the new key rejoins, and what it wrote meanwhile arrives."""
+    a, b = Replica("researcher"), Replica("analyst")
+    one, two = addresses(2)
+    ga = ZmqGossip(a, bind=one, peers=[f"analyst@{two}"], **FAST, **secured(keys, "researcher"))
+    gb = ZmqGossip(b, bind=two, peers=[f"researcher@{one}"], **FAST, **secured(keys, "analyst"))
+    with running(ga):
+        with running(gb):
+            b.counter("old key").increment()
+            assert wait_until(lambda: "old key" in a.value())
+            new = keys / "new"
+            keygen(new, "analyst")
+            (keys / "trusted" / "analyst.pub").write_bytes((new / "analyst.pub").read_bytes())
+            ga.reload_trusted()
+            assert wait_until(lambda: ga.stats["handshakes_refused"] >= 1), ga.stats
+            b.counter("meanwhile").increment()
+        assert "meanwhile" not in a.value()  # the old key's connections are gone
+        rotated = ZmqGossip(
+            b,
+            bind=two,
+            peers=[f"researcher@{one}"],
+            identity=new / "analyst.key",
+            trusted=keys / "trusted",
+            **FAST,
+        )
+        with running(rotated):
+            assert wait_until(lambda: "meanwhile" in a.value())
