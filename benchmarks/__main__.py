@@ -17,7 +17,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import churn, durability, gossip, local_ops, merge_cost, sizes, soak, traces
+from benchmarks import (
+    churn,
+    durability,
+    gossip,
+    local_ops,
+    merge_cost,
+    security,
+    sizes,
+    soak,
+    traces,
+)
 
 SUITES: dict[str, Callable[[bool], Table]] = {
     "local": local_ops.run,
@@ -28,6 +38,7 @@ SUITES: dict[str, Callable[[bool], Table]] = {
     "durability": durability.run,
     "soak": soak.run,
     "churn": churn.run,
+    "security": security.run,
 }
 
 

@@ -394,6 +394,7 @@ class GossipNode:
             "peers_dropped": 0,
             "unpersisted": 0,
             "maintenance_errors": 0,
+            "impersonations": 0,
         }
         for peer in peers:
             self.add_peer(peer)
@@ -826,20 +827,29 @@ class GossipNode:
 
     # --- incoming ---------------------------------------------------------------------
 
-    def receive_message(self, parts: list[bytes], now: float) -> list[Frame]:
+    def receive_message(
+        self, parts: list[bytes], now: float, *, authenticated: str | None = None
+    ) -> list[Frame]:
         """Handle one message of a ROUTER socket (the sender's routing identity, then
         the frame); anything else is dropped, counted and logged (rate-limited per
         connection). The routing identity names the connection in the log only: it is
-        how undecodable frames are told apart."""
+        how undecodable frames are told apart. ``authenticated``: as in :meth:`receive`."""
         if len(parts) != 2:
             self.stats["frames_in"] += 1
             self.stats["rejected_frames"] += 1
             where = _connection_name(parts[0]) if parts else "?"
             self._log_rejected(where, f"dropped a frame of {len(parts)} parts", now)
             return []
-        return self.receive(parts[1], now, connection=parts[0])
+        return self.receive(parts[1], now, connection=parts[0], authenticated=authenticated)
 
-    def receive(self, data: bytes, now: float, *, connection: bytes | None = None) -> list[Frame]:
+    def receive(
+        self,
+        data: bytes,
+        now: float,
+        *,
+        connection: bytes | None = None,
+        authenticated: str | None = None,
+    ) -> list[Frame]:
         """Handle one frame from a peer; return the frames to send in answer.
 
         A node never dies of its input: whatever handling one frame raises is
@@ -855,11 +865,18 @@ class GossipNode:
         ``connection``: the transport's name for the connection the frame came on (a
         ROUTER routing identity), for the log only: rejected frames that do not say who
         sent them are rate-limited per connection.
+
+        ``authenticated``: the replica name the transport proved the connection speaks
+        for (a CURVE key's name), or ``None`` on a transport without authentication. A
+        frame whose sender replica id is of another name is rejected before anything
+        in it is applied, counted (``stats["impersonations"]``) and logged
+        (rate-limited): a key speaks only for its own replica. (Updates of other
+        origins relayed inside a push are not checked here: see docs/security.md.)
         """
         self.stats["frames_in"] += 1
         self.stats["bytes_in"] += len(data)
         try:
-            return self._receive(data, now, connection)
+            return self._receive(data, now, connection, authenticated)
         except ReplicaClosed as exc:
             self._replica_closed(exc)
         except Exception as exc:  # contained: one frame must not stop a node
@@ -878,9 +895,20 @@ class GossipNode:
                 exc,
             )
 
-    def _receive(self, data: bytes, now: float, connection: bytes | None) -> list[Frame]:
+    def _receive(
+        self, data: bytes, now: float, connection: bytes | None, authenticated: str | None
+    ) -> list[Frame]:
         try:
             kind, sender, replica_id, version, extra = _decode_frame(data)
+            if authenticated is not None and name_of(replica_id) != authenticated:
+                self.stats["impersonations"] += 1
+                self._log_rejected(
+                    f"connection authenticated as {authenticated!r}",
+                    f"it claims to be replica {replica_id!r}: a key speaks only for its own",
+                    now,
+                    what="refused an impersonation",
+                )
+                return []
             if sender == self.address:
                 raise DecodeError("frame claims to come from this node's own address")
             if kind == PUSH:

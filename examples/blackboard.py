@@ -5,6 +5,10 @@ replica, gossiping over loopback. They write findings, sources, votes, a summary
 shared draft, concurrently. Then the analyst is cut off from the network, keeps
 working offline, and rejoins; the demo shows the memory converging and how long it took.
 
+Security is on: the orchestrator makes a key pair per agent in a temporary folder (what
+``python -m crdtmem keygen NAME --dir DIR`` does), and every agent gossips over CURVE,
+trusting only the three public keys; each connection speaks only for its agent.
+
 Run it with ``make demo`` (or ``python -m examples.blackboard``).
 """
 
@@ -13,15 +17,18 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import zmq
 from rich.console import Console
 from rich.table import Table
 
 from crdtmem import Replica
+from crdtmem.keys import write_key_pair
 from transport import ZmqGossip
 from transport.loopback import free_loopback_addresses as free_addresses
 
@@ -56,10 +63,14 @@ def work(role: str, memory: Replica, round_: int) -> None:
     memory.counter("rounds_done").increment()
 
 
-def agent(role: str, bind: str, peers: list[str], commands: Connection) -> None:
-    """An agent process: obeys the orchestrator's commands, gossiping all the while."""
+def agent(role: str, bind: str, peers: list[str], keys: str, commands: Connection) -> None:
+    """An agent process: obeys the orchestrator's commands, gossiping all the while,
+    over CURVE with its own key (``keys/ROLE.key``), trusting the keys in ``keys``."""
     memory = Replica(role)
-    gossip: ZmqGossip | None = ZmqGossip(memory, bind=bind, peers=peers, interval=0.2).start()
+    identity = f"{keys}/{role}.key"
+    gossip: ZmqGossip | None = ZmqGossip(
+        memory, bind=bind, peers=peers, interval=0.2, identity=identity, trusted=keys
+    ).start()
     try:
         while True:
             command, argument = commands.recv()
@@ -70,7 +81,9 @@ def agent(role: str, bind: str, peers: list[str], commands: Connection) -> None:
                 gossip.stop()
                 gossip = None
             elif command == "rejoin":
-                gossip = ZmqGossip(memory, bind=bind, peers=peers, interval=0.2).start()
+                gossip = ZmqGossip(
+                    memory, bind=bind, peers=peers, interval=0.2, identity=identity, trusted=keys
+                ).start()
             elif command == "state":
                 commands.send((memory.value(), memory.version()))
                 continue
@@ -94,11 +107,19 @@ class Orchestrator:
         self.addresses = dict(zip(AGENTS, free_addresses(len(AGENTS)), strict=True))
         self.links: dict[str, Connection] = {}
         self.processes: list[mp.process.BaseProcess] = []
+        # One key pair per agent (a real deployment runs keygen on each agent's machine
+        # and copies only the .pub files); removed with the folder when the demo ends.
+        self.keys = tempfile.TemporaryDirectory(prefix="crdtmem-demo-keys-")
+        for role in AGENTS:
+            public, secret = zmq.curve_keypair()
+            write_key_pair(role, self.keys.name, public, secret)
         context = mp.get_context("spawn")
         for role, bind in self.addresses.items():
             mine, theirs = context.Pipe()
-            peers = [a for r, a in self.addresses.items() if r != role]
-            process = context.Process(target=agent, args=(role, bind, peers, theirs), daemon=True)
+            # Each peer named: the key to dial it with is known before any handshake.
+            peers = [f"{r}@{a}" for r, a in self.addresses.items() if r != role]
+            arguments = (role, bind, peers, self.keys.name, theirs)
+            process = context.Process(target=agent, args=arguments, daemon=True)
             process.start()
             self.links[role], self.processes = mine, [*self.processes, process]
 
@@ -142,6 +163,7 @@ class Orchestrator:
             if process.is_alive():
                 process.kill()
                 process.join(5)
+        self.keys.cleanup()
 
 
 def show(title: str, memory: dict[str, Any], version: dict[str, int]) -> None:
@@ -167,8 +189,12 @@ def step(message: str, action: Callable[[], Any]) -> Any:
 
 def main() -> int:
     started = time.monotonic()
-    console.rule("[bold]crdtmem: three agents, one shared memory, over ZeroMQ")
+    console.rule("[bold]crdtmem: three agents, one shared memory, over ZeroMQ (CURVE)")
     orchestra = step("starting researcher, analyst and writer processes", Orchestrator)
+    console.print(
+        "  security on: every connection is CURVE-encrypted and authenticated; each agent "
+        "trusts only the three public keys (made for this run in a temporary folder)"
+    )
     try:
         for role in AGENTS:
             orchestra.ask(role, "state")  # every process is up and bound

@@ -260,7 +260,11 @@ def test_a_wildcard_bind_needs_advertise(bind: str) -> None:
 
 def test_advertise_is_the_nodes_address_in_frames() -> None:
     replica = Replica("a")
-    with ZmqGossip(replica, bind="tcp://0.0.0.0:0", advertise="tcp://127.0.0.1:5999") as g:
+    # A wildcard bind without keys: insecure=True on purpose (safe by default refuses it).
+    wildcard = ZmqGossip(
+        replica, bind="tcp://0.0.0.0:0", advertise="tcp://127.0.0.1:5999", insecure=True
+    )
+    with wildcard as g:
         assert g.address == "tcp://127.0.0.1:5999"
         assert g.node is not None and g.node.address == "tcp://127.0.0.1:5999"
 

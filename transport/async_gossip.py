@@ -36,6 +36,8 @@ from transport._driver import (
     START_TIMEOUT,
     STOP_TIMEOUT,
     DriverBase,
+    IdentitySource,
+    TrustedSource,
     configure_router,
 )
 
@@ -43,7 +45,9 @@ logger = logging.getLogger("transport.zmq")
 
 
 class AsyncZmqGossip(DriverBase):
-    """Gossip a replica over ZeroMQ from an asyncio event loop."""
+    """Gossip a replica over ZeroMQ from an asyncio event loop. The arguments, keys
+    (``identity``, ``trusted``) and ``insecure`` included, are those of
+    :class:`transport.ZmqGossip`."""
 
     def __init__(
         self,
@@ -56,12 +60,25 @@ class AsyncZmqGossip(DriverBase):
         chunk_bytes: int = DEFAULTS.chunk_bytes,
         retire_after: float | None = DEFAULTS.retire_after,
         advertise: str | None = None,
+        identity: IdentitySource | None = None,
+        trusted: TrustedSource | None = None,
+        insecure: bool = False,
     ) -> None:
         self._context = zmq.asyncio.Context.instance()
         # DEALERs only ever send with NOBLOCK: plain sockets on the same context.
         dealers: zmq.Context[Any] = zmq.Context.shadow(self._context.underlying)
         settings = (interval, dead_after, chunk_bytes, retire_after)
-        super().__init__(replica, bind, peers, dealers, settings, advertise=advertise)
+        super().__init__(
+            replica,
+            bind,
+            peers,
+            dealers,
+            settings,
+            advertise=advertise,
+            identity=identity,
+            trusted=trusted,
+            insecure=insecure,
+        )
         self._router: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -73,18 +90,21 @@ class AsyncZmqGossip(DriverBase):
             raise RuntimeError("this AsyncZmqGossip is running: stop() it first")
         self._renew()  # after a stop(): a fresh run
         self._wake = asyncio.Event()
+        core = self._core
         router = configure_router(self._context.socket(zmq.ROUTER))
         try:
+            core.secure_router(router)
             router.bind(self.bind)
-        except zmq.ZMQError:
+        except BaseException:
+            core.close_router_monitor()
             router.close(linger=0)
+            core.close_gate()
             raise
         self._router = router
-        self.address = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
-        node = self._core.open(self.address)
+        core.bound(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.address = self.advertise or core.endpoint
+        node = core.open(self.address)
         loop = asyncio.get_running_loop()
-
-        core = self._core
 
         def wake_on_local_change(event: ChangeEvent) -> None:
             if event.local:  # agent threads may write: hand the wake-up to the loop
@@ -123,6 +143,7 @@ class AsyncZmqGossip(DriverBase):
         if self._router is not None:
             self._router.close(linger=0)
             self._router = None
+        self._core.close_gate()  # after the ROUTER: its handshakes ask the gate
 
     async def __aenter__(self) -> AsyncZmqGossip:
         return await self.start()
@@ -148,7 +169,9 @@ class AsyncZmqGossip(DriverBase):
 
     async def _loop(self, node: GossipNode, router: zmq.asyncio.Socket) -> None:
         core = self._core
-        receiving: asyncio.Future[Any] = asyncio.ensure_future(router.recv_multipart())
+        # With keys, frames (copy=False) carry the name their connection proved.
+        copy = not core.secured
+        receiving: asyncio.Future[Any] = asyncio.ensure_future(router.recv_multipart(copy=copy))
         waking: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
         try:
             while not core.stopping:
@@ -163,11 +186,11 @@ class AsyncZmqGossip(DriverBase):
                     waking = asyncio.ensure_future(self._wake.wait())
                 messages: Iterable[list[bytes]] = ()
                 if receiving in done:
-                    messages = core.batch(partial(_receive_now, router), receiving.result())
+                    messages = core.batch(partial(_receive_now, router, copy), receiving.result())
                 if not core.step(node, time.monotonic(), woke=woke, messages=messages):
                     break
                 if receiving.done():
-                    receiving = asyncio.ensure_future(router.recv_multipart())
+                    receiving = asyncio.ensure_future(router.recv_multipart(copy=copy))
             core.finish(node)
         finally:
             for future in (receiving, waking):
@@ -202,10 +225,19 @@ class AsyncZmqGossip(DriverBase):
         self._core.retire(replica_id)
         self._wake.set()
 
+    def reload_trusted(self, trusted: TrustedSource | None = None) -> None:
+        """Trust the keys of ``trusted`` from now on (see
+        :meth:`transport.ZmqGossip.reload_trusted`); call it from the event loop. The
+        files are read here, synchronously; when a key was removed, the gossip task
+        rebinds its ROUTER, which holds the event loop for the milliseconds libzmq takes
+        to release the port (at most about 2 s)."""
+        self._reload(trusted)
+        self._wake.set()
 
-def _receive_now(router: zmq.asyncio.Socket) -> list[bytes]:
+
+def _receive_now(router: zmq.asyncio.Socket, copy: bool = True) -> list[Any]:
     """A receive that does not wait, for :meth:`transport._driver.DriverCore.batch`:
     pyzmq completes a ``NOBLOCK`` receive of a ``zmq.asyncio`` socket at once (its
     future is done, with the message or ``zmq.Again``), so nothing is awaited."""
-    future = cast("asyncio.Future[list[bytes]]", router.recv_multipart(zmq.NOBLOCK))
+    future = cast("asyncio.Future[list[Any]]", router.recv_multipart(zmq.NOBLOCK, copy=copy))
     return future.result()

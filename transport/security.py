@@ -58,7 +58,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar, Final, TypeVar
@@ -346,6 +346,28 @@ def parse_peer(peer: str) -> tuple[str | None, str]:
     return check_key_name(name), check_endpoint(endpoint, "peer")
 
 
+def check_named_peers(peers: object) -> list[tuple[str | None, str]]:
+    """The drivers' ``peers`` argument: a list of endpoints, each optionally prefixed with
+    the name of the replica there (``"researcher@tcp://10.0.0.5:5555"``), as
+    ``(name or None, endpoint)`` pairs.
+
+    Raises:
+        ValueError: a str (one endpoint where a list was meant), a bad name or endpoint.
+    """
+    if isinstance(peers, (str, bytes)):
+        raise ValueError(
+            f"peers is a list of endpoints, got a {type(peers).__name__}: did you mean [{peers!r}]?"
+        )
+    if not isinstance(peers, Iterable):
+        raise ValueError(f"peers is a list of endpoints, got a {type(peers).__name__}")
+    named: list[tuple[str | None, str]] = []
+    for peer in peers:
+        if not isinstance(peer, str):
+            raise ValueError(f"peer endpoint must be a str, got {type(peer).__name__}")
+        named.append(parse_peer(peer))
+    return named
+
+
 class Source(IntEnum):
     """Where a binding of a name to an address came from; a stronger one is never
     replaced by a weaker one."""
@@ -381,6 +403,16 @@ class PeerKeys:
     def reload(self, trusted: Mapping[str, bytes]) -> None:
         """Trust ``trusted``: addresses bound to a name no longer trusted have no key."""
         self._trusted = dict(trusted)
+
+    @property
+    def trusted(self) -> dict[str, bytes]:
+        """The trusted keys now (name -> Z85 public key; a copy)."""
+        return dict(self._trusted)
+
+    def source_at(self, address: str) -> Source | None:
+        """Where the binding of ``address`` came from, or ``None`` if it has none."""
+        current = self._bindings.get(address)
+        return current.source if current is not None else None
 
     def bind(self, address: str, name: str, source: Source) -> bool:
         """Bind ``address`` to ``name``; returns whether the binding changed. A weaker

@@ -27,6 +27,8 @@ from transport._driver import (
     START_TIMEOUT,
     STOP_TIMEOUT,
     DriverBase,
+    IdentitySource,
+    TrustedSource,
     configure_router,
 )
 
@@ -39,6 +41,13 @@ class ZmqGossip(DriverBase):
     ``interval``, ``dead_after``, ``chunk_bytes`` and ``retire_after`` are those of
     :class:`~crdtmem.gossip.GossipNode`; ``retire_after`` (off by default) retires peers
     silent that long, for groups of ephemeral agents that may crash without leaving.
+
+    Security (docs/security.md): with ``identity="keys/NAME.key"`` and
+    ``trusted="keys/"`` (a folder of ``.pub`` files, a list of them, or a loaded
+    mapping) every socket is CURVE: only trusted keys complete a handshake, and each
+    connection speaks only for the replica its key names. ``peers`` may then name
+    who is where (``"researcher@tcp://10.0.0.5:5555"``). Without keys it binds only
+    loopback, ``ipc://`` or ``inproc://`` unless ``insecure=True`` (logged).
 
     >>> from crdtmem import Replica
     >>> r = Replica("agent-a")
@@ -59,10 +68,23 @@ class ZmqGossip(DriverBase):
         retire_after: float | None = DEFAULTS.retire_after,
         advertise: str | None = None,
         context: zmq.Context[Any] | None = None,
+        identity: IdentitySource | None = None,
+        trusted: TrustedSource | None = None,
+        insecure: bool = False,
     ) -> None:
         self._context = context or zmq.Context.instance()
         settings = (interval, dead_after, chunk_bytes, retire_after)
-        super().__init__(replica, bind, peers, self._context, settings, advertise=advertise)
+        super().__init__(
+            replica,
+            bind,
+            peers,
+            self._context,
+            settings,
+            advertise=advertise,
+            identity=identity,
+            trusted=trusted,
+            insecure=insecure,
+        )
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -157,6 +179,15 @@ class ZmqGossip(DriverBase):
         self._core.retire(replica_id)
         self._wake()
 
+    def reload_trusted(self, trusted: TrustedSource | None = None) -> None:
+        """Trust the keys of ``trusted`` from now on (default: read again the
+        ``trusted=`` given at construction). Read here (a bad file raises here); the
+        gossip thread applies it: a key left out is refused at its next handshake, its
+        open connections are dropped (the others reconnect at once), and this node
+        stops dialling it. Safe from any thread. ``RuntimeError`` without keys."""
+        self._reload(trusted)
+        self._wake()
+
     # --- waking the loop --------------------------------------------------------------
 
     def _on_change(self, event: ChangeEvent) -> None:
@@ -173,18 +204,21 @@ class ZmqGossip(DriverBase):
 
     def _run(self) -> None:
         router: zmq.Socket[bytes] | None = None
+        core = self._core
         try:
-            router = configure_router(self._context.socket(zmq.ROUTER))
+            router = core.secure_router(configure_router(self._context.socket(zmq.ROUTER)))
             router.bind(self.bind)
-            self.address = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
-            node = self._core.open(self.address)
+            core.bound(router.getsockopt_string(zmq.LAST_ENDPOINT))
+            self.address = self.advertise or core.endpoint
+            node = core.open(self.address)
         except BaseException as exc:  # reported to start(), which re-raises it
             self._error = exc
+            core.close_router_monitor()
             if router is not None:
                 router.close(linger=0)
+            core.close_gate()
             self._ready.set()
             return
-        core = self._core
         core.running()
         self._ready.set()
         error: BaseException | None = None
@@ -196,6 +230,7 @@ class ZmqGossip(DriverBase):
             try:
                 core.close()
                 router.close(linger=0)
+                core.close_gate()  # after the ROUTER: its handshakes ask the gate
             except Exception as exc:  # closing must not hide why the loop ended
                 error = error or exc
             core.ended(error)
@@ -205,7 +240,8 @@ class ZmqGossip(DriverBase):
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
-        receive = partial(router.recv_multipart, zmq.NOBLOCK, copy=True)
+        # With keys, frames (copy=False) carry the name their connection proved.
+        receive = partial(router.recv_multipart, zmq.NOBLOCK, copy=not core.secured)
         while not core.stopping:
             wait = core.wait_seconds(node, time.monotonic())
             ready = dict(poller.poll(int(wait * 1000) + 1))
