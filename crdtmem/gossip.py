@@ -88,7 +88,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 from crdtmem import codec
 from crdtmem.causality import check_vector, dominates, join_into, join_vectors, meet_vectors
@@ -96,8 +96,10 @@ from crdtmem.codec import as_actor, as_bytes, as_int, as_list, as_str
 from crdtmem.errors import DecodeError, ReplicaClosed
 from crdtmem.identity import is_writer_id, name_of, token_of
 from crdtmem.replica import Replica
+from crdtmem.updatelog import MAX_ORIGINS
 
 logger = logging.getLogger("crdtmem.gossip")
+T = TypeVar("T")
 
 PUSH: Final = 11
 ACK: Final = 12
@@ -122,6 +124,18 @@ MAX_PEERS_LEARNED: Final = 1024
 # to what the process's limits allow (``transport._driver.socket_budget``) and close
 # the least recently used idle one to dial another.
 MAX_OPEN_PEERS: Final = 256
+# Retirements one digest carries: a group's table only grows (every leave, silent
+# retirement and superseded life adds one), so past this many a digest carries a
+# rotating window of them (its own goodbye always): every entry reaches every peer within
+# a few rounds, and no digest grows with the group's history.
+MAX_RETIRED_PER_DIGEST: Final = 256
+# Retirements of writer ids this replica has never seen that a node takes in: honest ones
+# arrive before the writer's updates do, so they are kept, but a peer could otherwise fill
+# the table with made-up ids. Past it such retirements are ignored (``ignored_retirements``).
+MAX_RETIRED_UNKNOWN: Final = 8192
+# Version-vector entries one frame may carry: no replica admits more writer ids than
+# crdtmem.updatelog.MAX_ORIGINS, so a longer vector is made up.
+MAX_FRAME_VECTOR: Final = MAX_ORIGINS
 # Seconds a learned address may stay unanswered (no connection to it ever came up:
 # :meth:`GossipNode.peer_connected`) before it is dropped. Until it answers it never
 # counts as a member (causal stability, log trimming, the members digest, leaving), so
@@ -394,6 +408,7 @@ class GossipNode:
             "peers_dropped": 0,
             "unpersisted": 0,
             "maintenance_errors": 0,
+            "ignored_retirements": 0,
             "impersonations": 0,
         }
         for peer in peers:
@@ -521,10 +536,16 @@ class GossipNode:
 
     def spread(self) -> bool:
         """Whether every peer has acknowledged all of this replica's own updates (what
-        a node waits for before it leaves; a peer never heard from has not)."""
+        a node waits for before it leaves; a peer never heard from has not). A learned
+        peer that has not answered a dial yet but has sent frames counts too: it is a
+        live replica that may hold nothing of ours yet."""
         own = self._own_writer()
         count = self.replica.version().get(own, 0)
-        return all(p.known.get(own, 0) >= count for p in self.peers.values() if p.counts)
+        return all(
+            p.known.get(own, 0) >= count
+            for p in self.peers.values()
+            if p.counts or p.last_heard is not None
+        )
 
     # --- leaving: the policy every driver and the simulator follow --------------------
     #
@@ -647,7 +668,11 @@ class GossipNode:
             current = frozenset(a for a, p in self.peers.items() if p.counts and a != peer.address)
             fresh = current != peer.told or peer.digests % 8 == 0
             retired = [[r, bar] for r, bar in sorted(self.retired.items())]
-            forgotten = [r for r, (_, gone) in self.replica.retired().items() if gone]
+            forgotten = sorted(r for r, (_, gone) in self.replica.retired().items() if gone)
+            if len(retired) > MAX_RETIRED_PER_DIGEST:
+                retired = self._window(retired, peer.digests)
+            if len(forgotten) > MAX_RETIRED_PER_DIGEST:
+                forgotten = _rotating(forgotten, peer.digests, MAX_RETIRED_PER_DIGEST)
             body.append([sorted(current) if fresh else None, self._members(), retired, forgotten])
             peer.told = current
             peer.digests += 1
@@ -657,6 +682,23 @@ class GossipNode:
         self.stats["frames_out"] += 1
         self.stats["bytes_out"] += len(data)
         return Frame(peer.address, data)
+
+    def _of_ours(self, version: dict[str, int]) -> dict[str, int]:
+        """The entries of a peer's ``version`` for writers this replica has: what the
+        peer has of them is all that decides what to send it, and a peer's made-up
+        writers then cost no memory here."""
+        ours = self.replica.version()
+        if len(version) <= len(ours) and version.keys() <= ours.keys():
+            return version
+        return {k: v for k, v in version.items() if k in ours}
+
+    def _window(self, retired: list[list[Any]], turn: int) -> list[list[Any]]:
+        """A rotating window of ``retired`` that always holds this node's own entry (its
+        goodbye, while leaving)."""
+        own = self._own_writer()
+        mine = [entry for entry in retired if entry[0] == own]
+        others = [entry for entry in retired if entry[0] != own]
+        return mine + _rotating(others, turn, MAX_RETIRED_PER_DIGEST - len(mine))
 
     def _push(self, peer: PeerState, now: float, skip: dict[str, int] | None = None) -> list[Frame]:
         frames: list[Frame] = []
@@ -748,7 +790,7 @@ class GossipNode:
         ids.update(p.replica_id or f"?{p.address}" for p in self._members_now())
         return hashlib.blake2b("\0".join(sorted(ids)).encode(), digest_size=8).digest()
 
-    def causally_stable(self) -> dict[str, int] | None:
+    def causally_stable(self, now: float | None = None) -> dict[str, int] | None:
         """The causally stable version, or ``None`` while a member has not reported.
 
         Stable means every member has applied it, and this node has applied everything
@@ -756,13 +798,25 @@ class GossipNode:
         list element it deletes. Members are this node and its peers, and each peer's
         report must be its latest digest that this node has caught up with, sent while
         the two agreed on the members (a newcomer's state then came from a member that
-        already counted it). A silent member holds stability back until retired.
+        already counted it). A silent member holds stability back until retired. So does
+        a learned peer that is heard from but has not answered a dial yet (it may hold
+        inserts next to what this node deletes): at ``now``, while heard within the
+        silence limit; without ``now``, once heard at all.
         """
         ours = self.replica.version()
         # What this replica has, counting forgotten replicas as applied up to their bars.
         have = {r: bar for r, (bar, gone) in self.replica.retired().items() if gone} | ours
         members = self._members()
         reports: list[dict[str, int]] = []
+        # A learned peer that sends frames but whose address has not answered a dial yet
+        # is a live replica that may hold updates referring to list elements: while it is
+        # heard from (within the silence limit; ever, without ``now``), nothing is stable.
+        # One frame from a made-up address holds collection back that long only.
+        limit = self._silence_limit()
+        for peer in self.peers.values():
+            heard = not peer.counts and peer.last_heard is not None
+            if heard and (now is None or peer.alive(now, limit)):
+                return None
         for peer in self._members_now():
             report = peer.report
             if report is not None and peer.report_members == members and dominates(have, report):
@@ -785,7 +839,7 @@ class GossipNode:
                 self._retire_silent(now, self.retire_after)
             if self.compact:
                 self.replica.compact_log(self.stable_version())
-                stable = self.causally_stable()
+                stable = self.causally_stable(now)
                 if stable is not None:
                     self.stats["collected"] += self.replica.collect_garbage(stable)
                     self._forget_retired(stable)
@@ -957,19 +1011,31 @@ class GossipNode:
         self._check_duplicate(peer, replica_id, now)
         if kind == SYNC:
             addresses, members, retired, forgotten = extra
+            ours = self.replica.version()
             for gone, bar in retired.items():
                 if gone == self._own_writer():
                     if not self.left:
                         logger.error("%s: this replica was retired by the group", self.address)
                 elif self.retired.get(gone, -1) < bar:
+                    if (
+                        gone not in self.retired
+                        and gone not in ours
+                        and len(self.retired) >= MAX_RETIRED_UNKNOWN
+                    ):
+                        self.stats["ignored_retirements"] += 1
+                        continue
                     self._retire(gone, bar)
             if replica_id in retired:  # the sender said goodbye (leave)
                 return []
-            peer.retired = retired
+            # Digests carry a window of a long table: what a peer reported adds up. Only
+            # retirements this node took in are kept (bars only rise, so a join is exact).
+            for gone, bar in retired.items():
+                if gone in self.retired and peer.retired.get(gone, -1) < bar:
+                    peer.retired[gone] = bar
             # A replica it forgot it had applied up to the bar: count that in its report.
             report = dict(version)
             for gone in forgotten:
-                report.setdefault(gone, retired.get(gone, 0))
+                report.setdefault(gone, peer.retired.get(gone, retired.get(gone, 0)))
             peer.report, peer.report_members = report, members
             if addresses is not None:
                 peer.peers = frozenset(addresses)
@@ -982,13 +1048,13 @@ class GossipNode:
             # so a digest only adds to `known`: one overtaken by a newer ACK must not
             # drag it back below what the log was trimmed to. Pushes the digest does not
             # show are presumed lost once an interval old, and resent.
-            join_into(peer.known, version)
+            join_into(peer.known, self._of_ours(version))
             self._forget_old_pushes(peer, now)
             frames = self._push(peer, now)
             if first or not dominates(self.replica.version(), version):
                 frames.append(self._frame(peer, SYNC))
             return self._answer(peer, frames)
-        join_into(peer.known, version)  # a PUSH or ACK: the sender has this much
+        join_into(peer.known, self._of_ours(version))  # a PUSH or ACK: the sender has this much
         frames = []
         if kind == PUSH:
             frames = [self._frame(peer, ACK), *self._relay(now, peer)]
@@ -1193,6 +1259,13 @@ def _claimed_sender(data: bytes) -> str:
     return "?"
 
 
+def _rotating(items: list[T], turn: int, size: int) -> list[T]:
+    """The ``turn``-th window of ``size`` items of ``items``, wrapping around."""
+    start = (turn * size) % len(items) if items else 0
+    window = items[start : start + size]
+    return window + items[: size - len(window)]
+
+
 def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
     body = as_list(codec.unpack(data), "gossip frame")
     if len(body) != 5:
@@ -1205,6 +1278,8 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
         raise DecodeError("gossip sender address: 1 to 256 characters")
     replica_id = as_actor(body[2], "gossip sender replica id")
     version = check_vector(body[3], "gossip sender version")
+    if len(version) > MAX_FRAME_VECTOR:
+        raise DecodeError(f"gossip sender version: more than {MAX_FRAME_VECTOR} writers")
     extra = body[4]
     if kind == SYNC:
         peers, members, retired_obj, forgotten_obj = as_list(extra, "gossip digest", 4)
@@ -1219,8 +1294,9 @@ def _decode_frame(data: bytes) -> tuple[int, str, str, dict[str, int], Any]:
             raise DecodeError("gossip members digest: 8 bytes")
         pairs = as_list(retired_obj, "gossip retired list")
         names = as_list(forgotten_obj, "gossip forgotten list")
-        if len(pairs) > MAX_PEERS_LEARNED or len(names) > MAX_PEERS_LEARNED:
-            raise DecodeError("gossip retired or forgotten list too long")
+        # (Nodes send at most MAX_RETIRED_PER_DIGEST; a longer list, from an older node
+        # or a hostile one, is cut rather than costing the whole digest.)
+        pairs, names = pairs[:MAX_PEERS_LEARNED], names[:MAX_PEERS_LEARNED]
         retired: dict[str, int] = {}
         for pair in pairs:
             gone, bar = as_list(pair, "gossip retired replica", 2)
