@@ -34,6 +34,11 @@ Options set, and why:
   (:meth:`~crdtmem.gossip.GossipNode.peer_connected`) and sends that peer a push and a
   digest in the same turn, so what was written before the connection existed (frames
   sent then were dropped by ``IMMEDIATE``) does not wait for the probing backoff.
+  The driver also keeps the addresses whose DEALER is connected (handshake up, not
+  disconnected since, socket open): a DEALER outlives the node dropping its peer
+  (goodbye, retirement, an unanswered learned address), so when the address is learned
+  again no new handshake is reported; each turn, such an address in the node's peers
+  but not verified is reported connected then.
 
 Security (docs/security.md): with keys (``identity=`` and ``trusted=``) every socket is
 CURVE. The ROUTER is a CURVE server behind a ZAP gate of its own
@@ -292,6 +297,9 @@ class DriverCore:
         self._socket_error_logged = float("-inf")
         # Per dealer, the PAIR socket its monitor reports handshakes on.
         self.monitors: dict[str, zmq.Socket[bytes]] = {}
+        # DEALERs whose handshake is up and not disconnected since: the node is told
+        # of them again when it (re)learns their address (see _verify_up).
+        self.up: set[str] = set()
         # New DEALERs whose first handshake is awaited: address -> watched until.
         self.awaiting: dict[str, float] = {}
         self.dropped_sends = 0
@@ -602,6 +610,7 @@ class DriverCore:
             if self.stopping:
                 break  # stop() is waiting: peers resend what is left, after we return
             frames += self.deliver(node, parts, now)
+        frames += self._verify_up(node, now)
         frames += node.tick(now)
         self.send(node, frames)
         if node.leave_done(now):
@@ -622,8 +631,14 @@ class DriverCore:
                     break
                 except zmq.ZMQError:
                     break
-                up = up or event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
-                failed = failed or bool(event["event"] & HANDSHAKE_FAILED_EVENTS)
+                kind = event["event"]
+                up = up or kind == zmq.EVENT_HANDSHAKE_SUCCEEDED
+                failed = failed or bool(kind & HANDSHAKE_FAILED_EVENTS)
+                # The last of these events read says whether it is connected now.
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.up.add(address)
+                elif kind == zmq.EVENT_DISCONNECTED:
+                    self.up.discard(address)
             if up:
                 self.awaiting.pop(address, None)
                 self.tried.pop(address, None)
@@ -635,6 +650,18 @@ class DriverCore:
                     frames += node.peer_connected(address, now)
             elif failed:
                 self._dial_failed(node, address, now)
+        return frames
+
+    def _verify_up(self, node: GossipNode, now: float) -> list[Frame]:
+        """Frames for the peers the node has (again) but has not seen connect, whose
+        DEALER is connected all the same: its handshake came while the node did not
+        have the address (dropped, then learned again), and none comes again while the
+        connection stays up. Bounded: at most one per open DEALER (the socket budget)."""
+        frames: list[Frame] = []
+        for address in list(self.up):
+            peer = node.peers.get(address)
+            if peer is not None and not peer.verified:
+                frames += node.peer_connected(address, now)
         return frames
 
     def finish(self, node: GossipNode) -> None:
@@ -680,6 +707,7 @@ class DriverCore:
     def _close_dealer(self, address: str) -> None:
         dealer = self.dealers.pop(address)
         self.awaiting.pop(address, None)
+        self.up.discard(address)
         self.dialled_as.pop(address, None)
         monitor = self.monitors.pop(address, None)
         if monitor is not None:
@@ -726,7 +754,7 @@ class DriverCore:
         try:
             # Monitored before connecting, so the first handshake is not missed.
             monitor = dealer.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED_EVENTS
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED_EVENTS
             )
         except zmq.ZMQError as exc:
             dealer.close(linger=0)
